@@ -1,0 +1,148 @@
+"""Exercise checkers: compare a learner's function with the reference on random cases.
+
+Every checker prints one short pass line, or raises ``AssertionError`` naming the first case
+that differs, what was expected, what came back, and a hint. Chapter-specific checkers live in
+``llmcourse.checks.chNN`` and are built on :func:`compare`.
+
+Example:
+    >>> import torch
+    >>> from llmcourse.checks import compare
+    >>> compare(lambda x: x * 2, lambda x: x + x, [(torch.ones(2),)], name="double")
+    ✓ double: 1 case(s) match the reference
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["compare", "CheckFailed"]
+
+
+class CheckFailed(AssertionError):
+    """Raised when a learner's answer differs from the reference on some case."""
+
+
+def _describe(value: Any, limit: int = 300) -> str:
+    """A short, readable description of a case argument or a result."""
+    if isinstance(value, torch.Tensor):
+        head = f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
+        flat = value.detach().flatten()
+        if flat.is_floating_point():
+            items = [f"{v:.4g}" for v in flat[:8].tolist()]
+        else:
+            items = [str(v) for v in flat[:8].tolist()]
+        more = ", …" if flat.numel() > 8 else ""
+        text = f"{head} [{', '.join(items)}{more}]"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def _first_difference(expected: torch.Tensor, got: torch.Tensor, close: torch.Tensor) -> str:
+    """Where two same-shape tensors first differ, and the two values there."""
+    index = tuple(int(i) for i in (~close).nonzero()[0].tolist())
+    e, g = expected[index].item(), got[index].item()
+    return f"first at index {index}: expected {e:.6g}, got {g:.6g}"
+
+
+def _same(expected: Any, got: Any, atol: float, rtol: float) -> tuple[bool, str]:
+    """Whether two results agree; the reason when they do not."""
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return False, f"expected a torch.Tensor, got {type(got).__name__}"
+        if got.shape != expected.shape:
+            return False, f"shape {tuple(got.shape)} != expected {tuple(expected.shape)}"
+        if expected.is_floating_point():
+            got_cast = got.detach().to(expected.dtype)
+            close = torch.isclose(got_cast, expected, atol=atol, rtol=rtol, equal_nan=True)
+            if bool(close.all()):
+                return True, ""
+            where = _first_difference(expected, got_cast, close)
+            broken = torch.isfinite(expected) & ~torch.isfinite(got_cast)
+            if bool(broken.any()):
+                return False, (f"got nan/inf at {int(broken.sum())} position(s) where the "
+                               f"reference is finite ({where}); overflow or 0 * inf?")
+            diff = (got_cast - expected).abs().nan_to_num(posinf=float("inf"))[~close].max()
+            return False, (f"values differ (max abs difference {diff.item():.3g}, tolerance "
+                           f"atol={atol:g}, rtol={rtol:g}; {where})")
+        if torch.equal(got, expected):
+            return True, ""
+        if got.dtype != expected.dtype:
+            return False, f"dtype {got.dtype} != expected {expected.dtype}"
+        return False, _first_difference(expected, got, got == expected)
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return False, f"expected a sequence of length {len(expected)}, got {_describe(got)}"
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            ok, why = _same(e, g, atol, rtol)
+            if not ok:
+                return False, f"item {i}: {why}"
+        return True, ""
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            return False, f"expected a single value, got a tensor of shape {tuple(got.shape)}"
+        got = got.item()  # a 0-d tensor is an acceptable answer for a number
+    if isinstance(expected, float):
+        ok = isinstance(got, (int, float)) and abs(got - expected) <= atol + rtol * abs(expected)
+        return ok, "values differ"
+    return bool(expected == got), "values differ"
+
+
+def compare(
+    learner: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Iterable[Sequence[Any]],
+    *,
+    name: str,
+    hint: str = "",
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> None:
+    """Run ``learner`` and ``reference`` on each case and require equal results.
+
+    Args:
+        learner: the reader's function.
+        reference: the course's reference implementation with the same signature.
+        cases: argument tuples; each is passed as ``fn(*case)``. Tensors are cloned so that a
+            learner who modifies its inputs in place cannot change what the reference sees.
+        name: what is being checked, shown in the pass line and in failures.
+        hint: a one-line nudge shown when a case differs (the usual mistake).
+        atol, rtol: tolerances for floating-point tensors.
+
+    Raises:
+        CheckFailed: on the first case whose results differ, or when the learner raises.
+    """
+    count = 0
+    for case in cases:
+        if isinstance(case, (str, bytes)) or not isinstance(case, Sequence):
+            raise TypeError(f"compare({name!r}): each case must be a tuple of arguments, got "
+                            f"{type(case).__name__}; wrap a single argument as (x,)")
+        args_ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
+        args_learner = [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
+        expected = reference(*args_ref)
+        try:
+            got = learner(*args_learner)
+        except NotImplementedError:
+            raise CheckFailed(f"✗ {name}: the exercise is not implemented yet") from None
+        except Exception as err:  # the learner's bug, reported with its case
+            raise CheckFailed(
+                f"✗ {name}: raised {type(err).__name__}: {err}\n"
+                f"  case: {', '.join(_describe(a) for a in case)}"
+                + (f"\n  hint: {hint}" if hint else "")
+            ) from err
+        ok, why = _same(expected, got, atol, rtol)
+        if not ok:
+            raise CheckFailed(
+                f"✗ {name}: case {count + 1} differs: {why}\n"
+                f"  case:     {', '.join(_describe(a) for a in case)}\n"
+                f"  expected: {_describe(expected)}\n"
+                f"  got:      {_describe(got)}"
+                + (f"\n  hint: {hint}" if hint else "")
+            )
+        count += 1
+    if count == 0:
+        raise ValueError(f"compare({name!r}) was given no cases; expected at least one")
+    print(f"✓ {name}: {count} case(s) match the reference")

@@ -1,0 +1,325 @@
+"""A GPT (decoder-only Transformer) in the shape of GPT-2, convertible to and from
+``transformers.GPT2LMHeadModel``.
+
+    tokens → wte + wpe → n_layer × Block → ln_f → lm_head (= wteᵀ, tied) → logits
+
+Example:
+    >>> cfg = GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    >>> model = GPT(cfg)
+    >>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))
+    >>> logits.shape, loss is None
+    (torch.Size([1, 8, 100]), True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import check_positive, check_tensor, check_token_ids
+from .kv_cache import KVCache
+from .layers import Block, LayerNorm
+
+__all__ = ["GPTConfig", "GPT", "parameter_count"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of a GPT. The defaults are GPT-2 small (124M parameters)."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024  # the context: the most positions the model can attend over
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    norm_first: bool = True  # pre-LN as in GPT-2; False gives the 2017 post-LN arrangement
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_positive(name, getattr(self, name))
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_hf(self) -> Any:
+        """The equivalent ``transformers.GPT2Config``."""
+        if not self.norm_first or not self.bias:
+            raise ValueError("only pre-LN GPTs with biases have a GPT-2 equivalent")
+        from transformers import GPT2Config
+
+        return GPT2Config(
+            vocab_size=self.vocab_size, n_positions=self.block_size, n_embd=self.n_embd,
+            n_layer=self.n_layer, n_head=self.n_head, activation_function="gelu_new",
+            resid_pdrop=self.dropout, embd_pdrop=self.dropout, attn_pdrop=self.dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon, tie_word_embeddings=True,
+            bos_token_id=self.vocab_size - 1, eos_token_id=self.vocab_size - 1,
+        )
+
+    @classmethod
+    def from_hf(cls, hf_config: Any) -> GPTConfig:
+        """Read a ``transformers.GPT2Config`` (or anything with its attribute names)."""
+        act = getattr(hf_config, "activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"unsupported activation {act!r}; the course GPT uses GELU-tanh")
+        n_inner = getattr(hf_config, "n_inner", None)
+        if n_inner not in (None, 4 * hf_config.n_embd):
+            raise ValueError(f"unsupported n_inner={n_inner}; expected 4 * n_embd")
+        return cls(
+            vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
+            n_layer=hf_config.n_layer, n_head=hf_config.n_head, n_embd=hf_config.n_embd,
+            layer_norm_epsilon=hf_config.layer_norm_epsilon,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (for JSON)."""
+        return asdict(self)
+
+
+def parameter_count(cfg: GPTConfig) -> int:
+    """Parameters of a GPT by formula (tied embeddings counted once):
+
+        V·C + T·C                                  token and position embeddings
+        + L · (12·C² + 13·C)                       per block: attention 4C²+4C, MLP 8C²+5C,
+                                                   two LayerNorms 4C
+        + 2·C                                      final LayerNorm
+    """
+    v, t, c, n = cfg.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_layer
+    per_block = 12 * c * c + (13 * c if cfg.bias else 2 * c)
+    return v * c + t * c + n * per_block + (2 * c if cfg.bias else c)
+
+
+class GPT(nn.Module):
+    """GPT-2-shaped language model with tied input/output embeddings."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd),
+            wpe=nn.Embedding(c.block_size, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList(
+                Block(c.n_embd, c.n_head, bias=c.bias, dropout=c.dropout,
+                      norm_first=c.norm_first, eps=c.layer_norm_epsilon)
+                for _ in range(c.n_layer)
+            ),
+            ln_f=LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        # Weight tying (Press & Wolf, 2017): the output layer reuses the token embeddings.
+        self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/√(2·n_layer) so the residual stream's
+        # variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (the tied matrix once), like HF's ``num_parameters``."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` sized for this model."""
+        c = self.config
+        p = self.transformer.wte.weight
+        return KVCache(c.n_layer, batch_size, c.n_head, max_len or c.block_size,
+                       c.n_embd // c.n_head, dtype=p.dtype, device=p.device)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when ``targets`` are given.
+
+        Args:
+            idx: token ids (B, T).
+            targets: next-token ids (B, T); positions holding -100 are ignored (HF's rule).
+            attention_mask: (B, S) with 1 for real tokens and 0 for padding, over all S =
+                cached + T positions (for batches of prompts of unequal length).
+            position_ids: (B, T) positions of the new tokens; default cached..cached+T-1.
+            cache: a :class:`KVCache`; new keys/values are appended and it advances by T.
+
+        Returns:
+            ``(logits (B, T, vocab_size), loss or None)``.
+        """
+        c = self.config
+        check_token_ids("idx", idx, c.vocab_size)
+        b, t = idx.shape
+        past = 0 if cache is None else cache.length
+        if past + t > c.block_size:
+            raise ValueError(
+                f"sequence of {past + t} tokens ({past} cached + {t} new) is longer than the "
+                f"model's context block_size={c.block_size}"
+            )
+        if cache is not None and cache.batch_size != b:
+            raise ValueError(f"cache holds {cache.batch_size} sequences but idx has {b}")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
+        else:
+            check_tensor("position_ids", position_ids)
+            if position_ids.shape not in ((b, t), (1, t)):
+                raise ValueError(f"position_ids must be (B, T) = {(b, t)}, got "
+                                 f"{tuple(position_ids.shape)}")
+        mask = self._attention_mask(b, t, past, attention_mask, idx.device)
+
+        x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(t)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+
+        loss = None
+        if targets is not None:
+            check_tensor("targets", targets)
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
+                                 f"{tuple(targets.shape)}")
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=-100)
+        return logits, loss
+
+    @staticmethod
+    def _attention_mask(b: int, t: int, past: int, attention_mask: torch.Tensor | None,
+                        device: torch.device) -> torch.Tensor | None:
+        """None for the plain causal case (torch's fast path), else a (B|1, 1, T, S) bool mask."""
+        s = past + t
+        if attention_mask is None and past == 0:
+            return None
+        allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=past)  # (T, S)
+        mask = allowed[None, None]  # (1, 1, T, S)
+        if attention_mask is not None:
+            check_tensor("attention_mask", attention_mask)
+            if attention_mask.shape != (b, s):
+                raise ValueError(
+                    f"attention_mask must be (B, cached + T) = {(b, s)}, got "
+                    f"{tuple(attention_mask.shape)}"
+                )
+            keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+            # A padding query would otherwise see no key at all (a NaN row); letting it see
+            # itself changes nothing for real tokens, which never attend to padding.
+            self_pos = torch.zeros(t, s, dtype=torch.bool, device=device)
+            self_pos[torch.arange(t), past + torch.arange(t)] = True
+            mask = (mask & keys) | self_pos  # (B, 1, T, S)
+        return mask
+
+    # --- Hugging Face interop -------------------------------------------------------------
+
+    _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    _HF_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers in older checkpoints
+
+    def to_hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under ``GPT2LMHeadModel``'s names and layouts.
+
+        GPT-2 stores its linear layers as ``Conv1D`` with weight (in, out), the transpose of
+        ``nn.Linear``'s (out, in).
+        """
+        out = {}
+        for name, tensor in self.state_dict().items():
+            if name.endswith(self._CONV1D):
+                tensor = tensor.t()
+            out[name] = tensor.detach().clone().contiguous()
+        return out
+
+    @classmethod
+    def from_hf_state_dict(cls, state_dict: dict[str, torch.Tensor],
+                           config: GPTConfig | None = None) -> GPT:
+        """Build a GPT from a ``GPT2LMHeadModel`` state dict (keys with or without the
+        ``transformer.`` prefix as HF writes them). The config is inferred from the shapes
+        when not given. Unknown, missing or mis-shaped tensors are refused by name."""
+        sd = {k: v for k, v in state_dict.items() if not k.endswith(cls._HF_BUFFERS)}
+        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+              for k, v in sd.items()}
+        if config is None:
+            config = _infer_config(sd)
+        model = cls(config)
+        expected = model.state_dict()
+        sd.setdefault("lm_head.weight", sd.get("transformer.wte.weight"))
+        unknown = sorted(set(sd) - set(expected))
+        missing = sorted(set(expected) - set(sd))
+        if unknown:
+            raise ValueError(f"not a GPT-2 checkpoint for this config: unexpected tensor "
+                             f"{unknown[0]!r} (and {len(unknown) - 1} more)")
+        if missing:
+            raise ValueError(f"checkpoint lacks tensor {missing[0]!r} (and {len(missing) - 1} "
+                             "more)")
+        converted = {}
+        for name, ours in expected.items():
+            theirs = sd[name]
+            if not isinstance(theirs, torch.Tensor):
+                raise TypeError(f"tensor {name!r} is a {type(theirs).__name__}, not a tensor")
+            if name.endswith(cls._CONV1D):
+                theirs = theirs.t()
+            if theirs.shape != ours.shape:
+                raise ValueError(
+                    f"tensor {name!r} has shape {tuple(theirs.shape)} in the checkpoint but "
+                    f"{tuple(ours.shape)} in the model (config {config})"
+                )
+            converted[name] = theirs
+        model.load_state_dict(converted)
+        return model
+
+    def to_hf(self) -> Any:
+        """An equivalent ``transformers.GPT2LMHeadModel`` holding copies of these weights."""
+        from transformers import GPT2LMHeadModel
+
+        hf = GPT2LMHeadModel(self.config.to_hf())
+        missing, unexpected = hf.load_state_dict(self.to_hf_state_dict(), strict=False)
+        missing = [k for k in missing if not k.endswith(self._HF_BUFFERS)]
+        if missing or unexpected:
+            raise ValueError(f"HF model did not take the weights: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return hf.eval()
+
+    @classmethod
+    def from_hf(cls, hf_model: Any) -> GPT:
+        """Copy a ``transformers.GPT2LMHeadModel`` into a course GPT."""
+        return cls.from_hf_state_dict(hf_model.state_dict(), GPTConfig.from_hf(hf_model.config))
+
+
+def _infer_config(sd: dict[str, torch.Tensor]) -> GPTConfig:
+    """Read sizes off a GPT-2 state dict; n_head cannot be read off shapes, so it must be
+    given through a config unless the width is one of GPT-2's own (64 per head)."""
+    try:
+        v, c = sd["transformer.wte.weight"].shape
+        t = sd["transformer.wpe.weight"].shape[0]
+    except KeyError as err:
+        raise ValueError(f"not a GPT-2 checkpoint: no tensor {err.args[0]!r}") from None
+    n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+    if c % 64:
+        raise ValueError(f"cannot infer n_head for width {c}; pass a GPTConfig")
+    return GPTConfig(vocab_size=v, block_size=t, n_layer=n_layer, n_head=c // 64, n_embd=c)

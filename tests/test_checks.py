@@ -1,0 +1,214 @@
+"""The exercise-checking framework (llmcourse.checks.compare) and chapter 00's checkers."""
+
+from __future__ import annotations
+
+import doctest
+
+import llmcourse.checks
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from llmcourse.checks import CheckFailed, ch00, compare
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_passes_equal_functions(capsys):
+    cases = [(torch.randn(3, 4),), (torch.randn(2),)]
+    compare(lambda x: x + x, lambda x: 2 * x, cases, name="double")
+    out = capsys.readouterr().out
+    assert "✓ double" in out and "2 case(s)" in out
+
+
+def test_compare_fails_wrong_function_with_expected_and_got():
+    x = torch.tensor([1.0, 2.0, 3.0])
+    with pytest.raises(CheckFailed) as info:
+        compare(lambda x: x + 1, lambda x: 2 * x, [(x,)], name="double", hint="multiply by two")
+    msg = str(info.value)
+    assert "✗ double" in msg and "case 1 differs" in msg
+    assert "expected:" in msg and "got:" in msg
+    assert "hint: multiply by two" in msg
+    # The first differing position is named, with both values.
+    assert "first at index (1,): expected 4, got 3" in msg
+
+
+def test_compare_is_an_assertion_error():
+    with pytest.raises(AssertionError):
+        compare(lambda x: x, lambda x: -x, [(torch.ones(1),)], name="neg")
+
+
+def test_compare_reports_learner_exception_with_case():
+    def learner(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(CheckFailed) as info:
+        compare(learner, lambda x: x, [(torch.zeros(2, 5),)], name="ident", hint="look again")
+    msg = str(info.value)
+    assert "raised RuntimeError: boom" in msg
+    assert "shape=(2, 5)" in msg and "hint: look again" in msg
+
+
+def test_compare_not_implemented_says_so():
+    def learner(x):
+        raise NotImplementedError("exercise")
+
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        compare(learner, lambda x: x, [(torch.zeros(1),)], name="todo")
+
+
+def test_compare_without_cases_is_value_error():
+    with pytest.raises(ValueError, match="no cases"):
+        compare(lambda x: x, lambda x: x, [], name="empty")
+
+
+def test_compare_rejects_bare_tensor_case():
+    with pytest.raises(TypeError, match="tuple of arguments"):
+        compare(lambda x: x, lambda x: x, [torch.zeros(2)], name="bare")
+
+
+def test_compare_shape_mismatch():
+    with pytest.raises(CheckFailed, match=r"shape \(3,\) != expected \(1, 3\)"):
+        compare(lambda x: x.squeeze(0), lambda x: x, [(torch.zeros(1, 3),)], name="shape")
+
+
+def test_compare_names_nan_where_reference_is_finite():
+    with pytest.raises(CheckFailed, match="nan/inf at 1 position"):
+        compare(lambda x: x / x, lambda x: torch.ones_like(x), [(torch.tensor([1.0, 0.0]),)],
+                name="div")
+
+
+def test_compare_wrong_type_result():
+    with pytest.raises(CheckFailed, match="expected a torch.Tensor, got list"):
+        compare(lambda x: x.tolist(), lambda x: x, [(torch.zeros(2),)], name="type")
+
+
+def test_compare_learner_cannot_change_what_reference_sees():
+    x = torch.tensor([1.0, 2.0])
+    compare(lambda t: t.mul_(2), lambda t: t * 2, [(x,)], name="inplace")
+    assert torch.equal(x, torch.tensor([1.0, 2.0]))
+
+
+def test_compare_tolerance_is_respected():
+    x = torch.ones(3)
+    compare(lambda t: t + 1e-7, lambda t: t, [(x,)], name="tiny")
+    with pytest.raises(CheckFailed):
+        compare(lambda t: t + 1e-3, lambda t: t, [(x,)], name="small")
+    compare(lambda t: t + 1e-3, lambda t: t, [(x,)], name="loose", atol=1e-2)
+
+
+def test_compare_sequences_and_numbers():
+    x = torch.arange(6.0).reshape(2, 3)
+    compare(lambda t: (t.sum(), t.shape[0]), lambda t: (t.sum(), 2), [(x,)], name="tuple")
+    with pytest.raises(CheckFailed, match="item 1"):
+        compare(lambda t: (t.sum(), 3), lambda t: (t.sum(), 2), [(x,)], name="tuple")
+    # A 0-d tensor is an acceptable answer when the reference returns a Python float.
+    compare(lambda t: t.mean(), lambda t: float(t.mean()), [(x,)], name="float")
+    with pytest.raises(CheckFailed):
+        compare(lambda t: t.mean() + 1, lambda t: float(t.mean()), [(x,)], name="float")
+
+
+def test_compare_integer_tensors_exact():
+    x = torch.tensor([3, 1, 2])
+    compare(lambda t: t.argsort(), lambda t: torch.argsort(t), [(x,)], name="argsort")
+    with pytest.raises(CheckFailed, match="first at index"):
+        compare(lambda t: t.argsort(descending=True), torch.argsort, [(x,)], name="argsort")
+
+
+def test_checks_docstring_example_runs():
+    result = doctest.testmod(llmcourse.checks)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- chapter 00 references
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+       scale=st.sampled_from([1.0, 10.0, 300.0]), seed=st.integers(0, 2**16))
+def test_ch00_references_match_torch(shape, scale, seed):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+    torch.testing.assert_close(ch00.softmax(x), torch.softmax(x, dim=-1))
+    torch.testing.assert_close(ch00.softmax_with_temperature(x, 0.3), torch.softmax(x / 0.3, -1))
+    torch.testing.assert_close(ch00.log_softmax(x), torch.log_softmax(x, dim=-1),
+                               atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ch00.entropy(x),
+                               torch.distributions.Categorical(logits=x).entropy(),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_ch00_temperature_rejects_nonpositive():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        ch00.softmax_with_temperature(torch.zeros(3), 0.0)
+
+
+def test_ch00_doctests_run():
+    result = doctest.testmod(ch00)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- chapter 00 checkers
+
+
+@pytest.mark.parametrize("fn", [ch00.softmax, lambda x: torch.softmax(x, dim=-1)])
+def test_check_softmax_passes_correct(fn, capsys):
+    ch00.check_softmax(fn)
+    assert "✓ softmax" in capsys.readouterr().out
+
+
+def test_check_softmax_fails_unstable():
+    naive = lambda x: x.exp() / x.exp().sum(dim=-1, keepdim=True)
+    with pytest.raises(CheckFailed, match="nan/inf"):
+        ch00.check_softmax(naive)
+
+
+def test_check_softmax_fails_wrong_axis():
+    wrong_axis = lambda x: ch00.softmax(x.transpose(0, -1)).transpose(0, -1)
+    with pytest.raises(CheckFailed, match="values differ"):
+        ch00.check_softmax(wrong_axis)
+    with pytest.raises(CheckFailed):
+        ch00.check_softmax(lambda x: torch.softmax(x, dim=0))
+
+
+def test_check_softmax_fails_unnormalized():
+    with pytest.raises(CheckFailed, match="hint"):
+        ch00.check_softmax(lambda x: (x - x.amax(dim=-1, keepdim=True)).exp())
+
+
+def test_check_softmax_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    ch00.check_softmax(ch00.softmax)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_check_temperature_passes_and_fails(capsys):
+    ch00.check_softmax_with_temperature(ch00.softmax_with_temperature)
+    assert "✓ softmax_with_temperature" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="divide"):
+        ch00.check_softmax_with_temperature(lambda x, t: ch00.softmax(x * t))
+    with pytest.raises(CheckFailed):  # stable in x but not in x / t
+        ch00.check_softmax_with_temperature(
+            lambda x, t: (x / t).exp() / (x / t).exp().sum(-1, keepdim=True))
+
+
+def test_check_log_softmax_passes_and_fails(capsys):
+    ch00.check_log_softmax(ch00.log_softmax)
+    ch00.check_log_softmax(lambda x: torch.log_softmax(x, dim=-1))
+    assert "✓ log_softmax" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):  # underflowing probabilities give -inf
+        ch00.check_log_softmax(lambda x: torch.log(torch.softmax(x, dim=-1)))
+    with pytest.raises(CheckFailed):  # wrong axis
+        ch00.check_log_softmax(lambda x: torch.log_softmax(x, dim=0))
+
+
+def test_check_entropy_passes_and_fails(capsys):
+    ch00.check_entropy(ch00.entropy)
+    assert "✓ entropy" in capsys.readouterr().out
+    with pytest.raises(CheckFailed):  # 0 * log 0 = nan where probabilities underflow
+        ch00.check_entropy(lambda x: -(torch.softmax(x, -1) * torch.softmax(x, -1).log()).sum(-1))
+    with pytest.raises(CheckFailed):  # bits instead of nats
+        ch00.check_entropy(lambda x: ch00.entropy(x) / torch.log(torch.tensor(2.0)))
+    with pytest.raises(CheckFailed):  # forgot the minus sign
+        ch00.check_entropy(lambda x: -ch00.entropy(x))

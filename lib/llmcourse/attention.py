@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_float, check_positive, check_rank, check_tensor
@@ -58,14 +57,17 @@ def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise TypeError(f"mask must be bool (True = attend) or float (added), got {mask.dtype}")
     try:
-        torch.broadcast_shapes(mask.shape, scores_shape)
+        fits = torch.broadcast_shapes(mask.shape, scores_shape) == scores_shape
     except RuntimeError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores' "
             f"shape {tuple(scores_shape)} (..., T_query, T_key)"
-        ) from None
+        )
     if mask.is_floating_point() and torch.isnan(mask).any():
-        raise ValueError("mask contains NaN; use -inf to forbid a position")
+        raise ValueError(f"mask of shape {tuple(mask.shape)} contains NaN; use -inf to forbid "
+                         "a position")
 
 
 def scaled_dot_product_attention(
@@ -93,8 +95,8 @@ def scaled_dot_product_attention(
     Returns:
         The output (..., T_q, d_v), and the weights when ``return_weights`` is set.
 
-    A query whose keys are all masked has no distribution to take; its weights and output are
-    NaN, exactly as in torch's own function.
+    A query whose keys are all masked has no distribution to take; as in torch's own function,
+    its weights and its output are zero (a plain softmax would give NaN).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t)
@@ -119,6 +121,9 @@ def scaled_dot_product_attention(
             "do not broadcast"
         ) from None
     t_q, t_k = q.shape[-2], k.shape[-2]
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale)):
+        raise TypeError(f"scale must be a finite number or None (1/√d_k), got {scale!r}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
 
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
@@ -133,6 +138,9 @@ def scaled_dot_product_attention(
         allowed = torch.ones(t_q, t_k, dtype=torch.bool, device=q.device).tril()
         scores = scores.masked_fill(~allowed, float("-inf"))  # (..., T_q, T_k)
     weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), each row sums to 1
+    if mask is not None or is_causal:
+        nothing_to_see = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., T_q, 1)
+        weights = weights.masked_fill(nothing_to_see, 0.0)  # torch's "safe softmax"
     out = weights @ v  # (..., T_q, d_v)
     return (out, weights) if return_weights else out
 
@@ -218,6 +226,8 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(self.q_proj(query))  # (B, h, T_q, hd)
         k = self._split_heads(self.k_proj(key))  # (B, h, T_k, hd)
         v = self._split_heads(self.v_proj(value))  # (B, h, T_k, hd)
+        if mask is not None:  # checked here too, before it is combined with the padding
+            _check_mask(mask, torch.Size((q.shape[0], self.num_heads, q.shape[2], k.shape[2])))
         if key_padding_mask is not None:
             check_tensor("key_padding_mask", key_padding_mask)
             if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != key.shape[:2]:
@@ -240,11 +250,20 @@ class MultiHeadAttention(nn.Module):
         """Copy the weights of a batch-first ``torch.nn.MultiheadAttention`` of the same size."""
         if not isinstance(mha, nn.MultiheadAttention):
             raise TypeError(f"expected torch.nn.MultiheadAttention, got {type(mha).__name__}")
-        if (mha.embed_dim, mha.num_heads) != (self.embed_dim, self.num_heads):
+        theirs = (mha.embed_dim, mha.num_heads, mha.kdim, mha.vdim)
+        ours = (self.embed_dim, self.num_heads, self.kdim, self.vdim)
+        if theirs != ours:
             raise ValueError(
-                f"size mismatch: torch module has embed_dim={mha.embed_dim}, "
-                f"num_heads={mha.num_heads}; this one {self.embed_dim}, {self.num_heads}"
+                "size mismatch: torch module has (embed_dim, num_heads, kdim, vdim) = "
+                f"{theirs}; this one {ours}"
             )
+        if (mha.in_proj_bias is not None) != (self.q_proj.bias is not None):
+            raise ValueError(
+                f"bias mismatch: torch module has bias={mha.in_proj_bias is not None}, this one "
+                f"bias={self.q_proj.bias is not None}"
+            )
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("add_bias_kv and add_zero_attn have no counterpart here")
         if mha.in_proj_weight is not None:  # packed (3E, E) when q, k, v share a width
             wq, wk, wv = mha.in_proj_weight.chunk(3)
         else:
@@ -253,7 +272,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj.weight.copy_(wk)
         self.v_proj.weight.copy_(wv)
         self.out_proj.weight.copy_(mha.out_proj.weight)
-        if mha.in_proj_bias is not None and self.q_proj.bias is not None:
+        if mha.in_proj_bias is not None:
             bq, bk, bv = mha.in_proj_bias.chunk(3)
             self.q_proj.bias.copy_(bq)
             self.k_proj.bias.copy_(bk)

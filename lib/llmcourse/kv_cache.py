@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_positive
+from ._validate import check_float, check_positive, check_rank
 
 __all__ = ["KVCache"]
 
@@ -48,6 +48,17 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store new keys/values (B, n_head, T, head_dim); return all so far, (B, h, L+T, hd)."""
+        n_layer = self.k.shape[0]
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layer:
+            raise ValueError(f"layer must be an integer in [0, {n_layer}), got {layer!r}")
+        for name, x in (("k", k), ("v", v)):
+            check_float(name, x)
+            check_rank(name, x, (4,), "(batch, n_head, time, head_dim)")
+            if x.dtype != self.k.dtype:
+                raise TypeError(f"{name} has dtype {x.dtype} but the cache holds {self.k.dtype}")
+        if v.shape != k.shape:
+            raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and "
+                             f"{tuple(v.shape)}")
         t = k.shape[-2]
         end = self.length + t
         if end > self.max_len:

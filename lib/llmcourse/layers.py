@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_float, check_last_dim, check_positive, check_rank
+from .attention import causal_mask
 from .kv_cache import KVCache
 
 __all__ = ["layer_norm", "LayerNorm", "gelu_tanh", "FeedForward", "CausalSelfAttention", "Block"]
@@ -30,7 +31,22 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     """LayerNorm written out (Ba et al., 2016): normalise each vector over its features.
 
         y = (x − mean(x)) / √(var(x) + ε) · γ + β        (biased variance, as torch uses)
+
+    ``weight`` (γ) and ``bias`` (β) have shape (C,) or are None.
+
+    Example:
+        >>> y = layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), None, None)
+        >>> [round(v, 4) for v in y[0].tolist()]
+        [-1.2247, 0.0, 1.2247]
     """
+    check_float("x", x)
+    check_rank("x", x, tuple(range(1, 9)), "(..., C)")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            check_float(name, p)
+            if p.shape != x.shape[-1:]:
+                raise ValueError(f"{name} must have shape (C,) = ({x.shape[-1]},) to match x "
+                                 f"{tuple(x.shape)}, got {tuple(p.shape)}")
     mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
     var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1)
     y = (x - mean) / torch.sqrt(var + eps)  # (..., C)
@@ -63,7 +79,12 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU, tanh approximation (Hendrycks & Gimpel, 2016), the one GPT-2 uses:
 
         GELU(x) ≈ ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))
+
+    Example:
+        >>> round(gelu_tanh(torch.tensor(1.0)).item(), 4)
+        0.8412
     """
+    check_float("x", x)
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
@@ -80,6 +101,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C) → (..., C)."""
+        check_float("x", x)
+        check_last_dim("x", x, self.c_fc.in_features, "n_embd")
         h = F.gelu(self.c_fc(x), approximate="tanh")  # (..., 4C); = gelu_tanh, fused
         return self.dropout(self.c_proj(h))  # (..., C)
 
@@ -113,6 +136,9 @@ class CausalSelfAttention(nn.Module):
         mask; the model builds it when there is padding or a cache. With ``cache``, this
         layer's keys/values are appended and attention runs over all S cached positions.
         """
+        check_float("x", x)
+        check_rank("x", x, (3,), "(batch, time, n_embd)")
+        check_last_dim("x", x, self.n_embd, "n_embd")
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 × (B, T, C)
         q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
@@ -121,6 +147,10 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, h, S, hd), S = cached + T
         drop = self.dropout if self.training else 0.0
+        if mask is None and k.shape[-2] != t:
+            # torch's is_causal aligns the mask to the top-left corner; with cached keys the
+            # new queries are the *last* t positions, so build the bottom-right-aligned mask.
+            mask = causal_mask(t, k.shape[-2], device=x.device)  # (T, S)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         else:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,8 +50,15 @@ class GPTConfig:
             raise ValueError(
                 f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
+                or not 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < 1.0:
+            raise ValueError(f"layer_norm_epsilon must be a small positive number, got {eps!r}")
+        for name in ("bias", "norm_first"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def to_hf(self) -> Any:
         """The equivalent ``transformers.GPT2Config``."""
@@ -72,6 +80,11 @@ class GPTConfig:
         act = getattr(hf_config, "activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"unsupported activation {act!r}; the course GPT uses GELU-tanh")
+        if not getattr(hf_config, "scale_attn_weights", True) or getattr(
+                hf_config, "scale_attn_by_inverse_layer_idx", False):
+            raise ValueError("unsupported attention scaling: the course GPT scales scores by "
+                             "1/√head_dim only (scale_attn_weights=True, "
+                             "scale_attn_by_inverse_layer_idx=False)")
         n_inner = getattr(hf_config, "n_inner", None)
         if n_inner not in (None, 4 * hf_config.n_embd):
             raise ValueError(f"unsupported n_inner={n_inner}; expected 4 * n_embd")
@@ -94,6 +107,8 @@ def parameter_count(cfg: GPTConfig) -> int:
                                                    two LayerNorms 4C
         + 2·C                                      final LayerNorm
     """
+    if not isinstance(cfg, GPTConfig):
+        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
     v, t, c, n = cfg.vocab_size, cfg.block_size, cfg.n_embd, cfg.n_layer
     per_block = 12 * c * c + (13 * c if cfg.bias else 2 * c)
     return v * c + t * c + n * per_block + (2 * c if cfg.bias else c)
@@ -160,6 +175,7 @@ class GPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position, and the mean cross-entropy when ``targets`` are given.
 
@@ -170,12 +186,17 @@ class GPT(nn.Module):
                 cached + T positions (for batches of prompts of unequal length).
             position_ids: (B, T) positions of the new tokens; default cached..cached+T-1.
             cache: a :class:`KVCache`; new keys/values are appended and it advances by T.
+            last_only: return the logits of the last position only, (B, 1, vocab_size).
+                Generation needs nothing else, and the vocabulary projection is the largest
+                matmul of the model: for a long prompt this skips most of the prefill's work.
 
         Returns:
             ``(logits (B, T, vocab_size), loss or None)``.
         """
         c = self.config
         check_token_ids("idx", idx, c.vocab_size)
+        if idx.dtype not in (torch.int64, torch.int32):
+            idx = idx.long()  # nn.Embedding indexes with int64/int32 only
         b, t = idx.shape
         past = 0 if cache is None else cache.length
         if past + t > c.block_size:
@@ -189,9 +210,16 @@ class GPT(nn.Module):
             position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
         else:
             check_tensor("position_ids", position_ids)
+            if position_ids.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"position_ids must be int64 or int32, got {position_ids.dtype}")
             if position_ids.shape not in ((b, t), (1, t)):
                 raise ValueError(f"position_ids must be (B, T) = {(b, t)}, got "
                                  f"{tuple(position_ids.shape)}")
+            if position_ids.min() < 0 or position_ids.max() >= c.block_size:
+                raise ValueError(
+                    f"position_ids must lie in [0, block_size={c.block_size}), got "
+                    f"{int(position_ids.min())}..{int(position_ids.max())}"
+                )
         mask = self._attention_mask(b, t, past, attention_mask, idx.device)
 
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
@@ -200,15 +228,27 @@ class GPT(nn.Module):
             x = block(x, mask, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(t)
+        if last_only:
+            if targets is not None:
+                raise ValueError("last_only=True gives one position's logits; the loss needs "
+                                 "all of them (pass targets with last_only=False)")
+            x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
 
         loss = None
         if targets is not None:
             check_tensor("targets", targets)
+            if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise TypeError(f"targets must hold integer token ids, got {targets.dtype}")
             if targets.shape != idx.shape:
                 raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
                                  f"{tuple(targets.shape)}")
+            bad = (targets != -100) & ((targets < 0) | (targets >= c.vocab_size))
+            if bad.any():
+                raise ValueError(f"targets hold id {int(targets[bad][0])}, outside the "
+                                 f"vocabulary [0, {c.vocab_size}) (and not -100, 'ignore')")
+            targets = targets.long()
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-100)
         return logits, loss
@@ -229,6 +269,9 @@ class GPT(nn.Module):
                     f"attention_mask must be (B, cached + T) = {(b, s)}, got "
                     f"{tuple(attention_mask.shape)}"
                 )
+            if not ((attention_mask == 0) | (attention_mask == 1)).all():
+                raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding), "
+                                 f"got values {attention_mask.unique().tolist()[:5]}")
             keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
             # A padding query would otherwise see no key at all (a NaN row); letting it see
             # itself changes nothing for real tokens, which never attend to padding.
@@ -261,6 +304,9 @@ class GPT(nn.Module):
         """Build a GPT from a ``GPT2LMHeadModel`` state dict (keys with or without the
         ``transformer.`` prefix as HF writes them). The config is inferred from the shapes
         when not given. Unknown, missing or mis-shaped tensors are refused by name."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to tensors, got "
+                            f"{type(state_dict).__name__}")
         sd = {k: v for k, v in state_dict.items() if not k.endswith(cls._HF_BUFFERS)}
         sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
               for k, v in sd.items()}
@@ -290,6 +336,10 @@ class GPT(nn.Module):
                     f"{tuple(ours.shape)} in the model (config {config})"
                 )
             converted[name] = theirs
+        # Our output layer IS the token embedding; an untied checkpoint cannot be represented.
+        if not torch.equal(converted["lm_head.weight"], converted["transformer.wte.weight"]):
+            raise ValueError("lm_head.weight differs from transformer.wte.weight: the "
+                             "checkpoint's embeddings are not tied, which this GPT requires")
         model.load_state_dict(converted)
         return model
 
@@ -319,7 +369,10 @@ def _infer_config(sd: dict[str, torch.Tensor]) -> GPTConfig:
         t = sd["transformer.wpe.weight"].shape[0]
     except KeyError as err:
         raise ValueError(f"not a GPT-2 checkpoint: no tensor {err.args[0]!r}") from None
-    n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+    layers = {k.split(".")[2] for k in sd if k.startswith("transformer.h.")}
+    if not layers or not all(i.isdigit() for i in layers):
+        raise ValueError("not a GPT-2 checkpoint: no blocks transformer.h.<i>.* found")
+    n_layer = 1 + max(int(i) for i in layers)
     if c % 64:
         raise ValueError(f"cannot infer n_head for width {c}; pass a GPTConfig")
     return GPTConfig(vocab_size=v, block_size=t, n_layer=n_layer, n_head=c // 64, n_embd=c)

@@ -19,6 +19,21 @@ from torch import nn
 
 from ._validate import check_float, check_positive, check_rank, check_tensor
 
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _check_base(base: object) -> None:
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 0:
+        raise ValueError(f"base must be a positive number (the wavelength scale), got {base!r}")
+
+
+def _check_positions(positions: object) -> torch.Tensor:
+    positions = check_tensor("positions", positions)
+    if positions.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"positions must be integers, got {positions.dtype}")
+    # Indexing takes int64/int32 only (a uint8 index would even be read as a boolean mask).
+    return positions if positions.dtype in (torch.int64, torch.int32) else positions.long()
+
 __all__ = [
     "sinusoidal_positions",
     "LearnedPositions",
@@ -38,6 +53,7 @@ def sinusoidal_positions(n_positions: int, dim: int, base: float = 10000.0) -> t
     """
     check_positive("n_positions", n_positions)
     check_positive("dim", dim)
+    _check_base(base)
     if dim % 2:
         raise ValueError(f"dim must be even (sin and cos pairs), got {dim}")
     pos = torch.arange(n_positions, dtype=torch.float32)[:, None]  # (T, 1)
@@ -66,13 +82,11 @@ class LearnedPositions(nn.Module):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Vectors for integer ``positions`` of any shape (...,) → (..., dim)."""
-        check_tensor("positions", positions)
-        if positions.is_floating_point():
-            raise TypeError(f"positions must be integers, got {positions.dtype}")
+        positions = _check_positions(positions)
         if positions.numel() and (positions.min() < 0 or positions.max() >= self.n_positions):
             raise ValueError(
-                f"positions must lie in [0, {self.n_positions}), got max "
-                f"{int(positions.max())}: the sequence is longer than the table"
+                f"positions must lie in [0, {self.n_positions}) (the table's length), got "
+                f"{int(positions.min())}..{int(positions.max())}"
             )
         return self.table(positions)
 
@@ -86,6 +100,7 @@ def rope_cos_sin(head_dim: int, n_positions: int, base: float = 10000.0
     """
     check_positive("head_dim", head_dim)
     check_positive("n_positions", n_positions)
+    _check_base(base)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for RoPE (pairs rotate), got {head_dim}")
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
@@ -109,6 +124,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     """
     check_float("x", x)
     check_rank("x", x, tuple(range(2, 9)), "(..., T, head_dim)")
+    check_float("cos", cos)
+    check_float("sin", sin)
     if cos.shape != sin.shape or cos.dim() != 2 or cos.shape[-1] != x.shape[-1]:
         raise ValueError(
             f"cos/sin must be (n_positions, head_dim={x.shape[-1]}), got {tuple(cos.shape)} "
@@ -120,7 +137,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             raise ValueError(f"sequence length {t} exceeds the RoPE table's {cos.shape[0]}")
         c, s = cos[:t], sin[:t]  # (T, hd)
     else:
-        check_tensor("positions", positions)
+        positions = _check_positions(positions)
+        if positions.dim() == 0 or positions.shape[-1] != t:
+            raise ValueError(f"positions must end in the sequence axis T={t} of x "
+                             f"{tuple(x.shape)}, got shape {tuple(positions.shape)}")
         if positions.numel() and (positions.min() < 0 or positions.max() >= cos.shape[0]):
             raise ValueError(f"positions must lie in [0, {cos.shape[0]}), got "
                              f"{int(positions.min())}..{int(positions.max())}")

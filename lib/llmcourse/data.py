@@ -295,7 +295,7 @@ def get_batch(stream: torch.Tensor, batch_size: int, block_size: int,
     starts = torch.randint(n - block_size, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(block_size + 1)  # (T+1,)
     windows = stream[(starts[:, None] + offsets).to(stream.device)]  # (B, T+1)
-    return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T), (B, T)
 
 
 def nats_per_char(loss_per_token: float, n_tokens: int, n_chars: int) -> float:

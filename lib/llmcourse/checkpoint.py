@@ -1,0 +1,218 @@
+"""Checkpoints in Hugging Face's GPT-2 format, written atomically.
+
+A checkpoint is a folder that ``transformers.GPT2LMHeadModel.from_pretrained(folder)`` (and
+``AutoTokenizer.from_pretrained(folder)``, when a BPE tokenizer is saved) can load as it is:
+
+    model.safetensors     the weights under GPT-2's names (``transformer.h.0.attn.c_attn.weight``…)
+    config.json           a ``GPT2Config``
+    vocab.json, merges.txt, tokenizer_config.json, …   the tokenizer (ByteLevelBPE), or
+    char_vocab.json       a CharTokenizer (ours only; transformers has no such tokenizer)
+    training_state.pt     optional: optimizer state, step, random-number states, history
+
+**Tied weights.** The output layer shares its matrix with the token embedding, and
+``safetensors`` refuses to store two names for one tensor. Like ``save_pretrained``, we store
+the matrix once (as ``transformer.wte.weight``) and leave ``lm_head.weight`` out; GPT-2's config
+says ``tie_word_embeddings: true`` so ``transformers`` re-ties it on load, and so do we.
+
+**Atomic.** Every file goes into a fresh temporary folder beside the target; only when all are
+written and flushed to disk does the folder swap in, by two renames: old → ``.NAME.previous``,
+new → ``NAME``, then the old is deleted. A crash while writing leaves the old checkpoint
+untouched; a crash between the renames leaves it under ``.NAME.previous``, from which
+:func:`load_checkpoint` and the next :func:`save_checkpoint` restore it.
+
+Example:
+    >>> from llmcourse.model import GPT, GPTConfig
+    >>> import tempfile
+    >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    >>> folder = save_checkpoint(tempfile.mkdtemp() + "/ckpt", model)
+    >>> loaded, tokenizer, state = load_checkpoint(folder)
+    >>> torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight), state
+    (True, None)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import types
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .model import GPT, GPTConfig
+
+__all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_checkpoint",
+           "is_checkpoint"]
+
+MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "training_state.pt"
+_TIED = "lm_head.weight"
+_STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _backup(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.previous")
+
+
+def _recover(folder: Path) -> None:
+    """Undo a save that crashed between its two renames: the old checkpoint comes back."""
+    backup = _backup(folder)
+    if not folder.exists() and backup.is_dir():
+        os.replace(backup, folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    folder: str | os.PathLike,
+    model: GPT,
+    *,
+    tokenizer: Any = None,
+    training_state: Mapping[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    extra_files: Mapping[str, bytes | str] | None = None,
+) -> Path:
+    """Write ``model`` (and optionally its tokenizer, training state and extra files such as a
+    README) as a Hugging Face GPT-2 checkpoint in ``folder``, replacing it atomically.
+
+    Args:
+        folder: the checkpoint folder; its parent is created if needed.
+        model: a course :class:`~llmcourse.model.GPT` (pre-LN with biases, as GPT-2).
+        tokenizer: anything with ``save(folder)`` (ByteLevelBPE, CharTokenizer), or None.
+        training_state: a dict of tensors, numbers, strings, lists and dicts, saved with
+            ``torch.save`` and read back with ``torch.load(weights_only=True)``.
+        dtype: how the weights are stored: float32 (exact), or float16/bfloat16 to halve the
+            file. Resuming needs exact weights, so ``training_state`` requires float32.
+        extra_files: ``{file name: content}`` written into the same folder.
+
+    Returns:
+        The folder.
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
+    if dtype not in _STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {_STORE_DTYPES}, got {dtype}")
+    if training_state is not None and dtype != torch.float32:
+        raise ValueError("a checkpoint with training_state must store float32 weights, so that "
+                         f"resuming continues exactly; got dtype={dtype}")
+    hf_config = model.config.to_hf()  # refuses configs GPT-2 cannot express
+    hf_config.architectures = ["GPT2LMHeadModel"]
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _recover(folder)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a crashed save
+        shutil.rmtree(stale, ignore_errors=True)
+
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        tensors = model.to_hf_state_dict()
+        tensors.pop(_TIED, None)  # tied to transformer.wte.weight: stored once
+        tensors = {k: v.to("cpu", dtype).contiguous() for k, v in tensors.items()}
+        save_file(tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(hf_config.to_json_string(), encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if training_state is not None:
+            torch.save(dict(training_state), tmp / STATE_FILE)
+        for name, content in (extra_files or {}).items():
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"extra file name {name!r} must be a plain file name")
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            (tmp / name).write_bytes(data)
+        for p in tmp.iterdir():
+            p.chmod(0o644)  # mkstemp/mkdtemp make private files; a checkpoint is for sharing
+            _fsync(p)
+        tmp.chmod(0o755)
+        backup = _backup(folder)
+        if folder.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(folder, backup)
+        os.replace(tmp, folder)  # the commit point
+        shutil.rmtree(backup, ignore_errors=True)
+        _fsync(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _recover(folder)
+        raise
+    return folder
+
+
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a model (``model.safetensors`` and ``config.json``)."""
+    folder = Path(folder)
+    _recover(folder)
+    return (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def _read_config(path: Path) -> GPTConfig:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
+        got = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+        raise ValueError(f"{path}: expected a GPT-2 config (model_type 'gpt2'), got {got!r}")
+    try:
+        config = GPTConfig.from_hf(types.SimpleNamespace(**raw))
+    except AttributeError as err:
+        raise ValueError(f"{path}: GPT-2 config lacks a field ({err})") from None
+    return replace(config, dropout=float(raw.get("resid_pdrop", 0.0)))
+
+
+def _read_tokenizer(folder: Path) -> Any:
+    from .data import CharTokenizer
+    from .tokenizer import ByteLevelBPE
+
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return ByteLevelBPE.load(folder)
+    if (folder / CharTokenizer.FILE).is_file():
+        return CharTokenizer.load(folder)
+    return None
+
+
+def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
+                    ) -> tuple[GPT, Any, dict[str, Any] | None]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or by ``save_pretrained`` of a
+    ``GPT2LMHeadModel`` of the course's shape).
+
+    Returns:
+        ``(model, tokenizer, training_state)``: a float32 GPT in eval mode on ``device``; the
+        tokenizer (ByteLevelBPE or CharTokenizer) or None if the folder has none; the training
+        state dict or None.
+    """
+    folder = Path(folder)
+    _recover(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such checkpoint folder")
+    missing = [n for n in (MODEL_FILE, CONFIG_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a checkpoint: it lacks {' and '.join(missing)} "
+                         f"(a checkpoint holds {MODEL_FILE} + {CONFIG_FILE}, optionally a "
+                         f"tokenizer and {STATE_FILE})")
+    config = _read_config(folder / CONFIG_FILE)
+    try:
+        tensors = load_file(folder / MODEL_FILE)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{folder / MODEL_FILE}: unreadable safetensors file ({err})") from None
+    tensors = {k: v.float() for k, v in tensors.items()}
+    model = GPT.from_hf_state_dict(tensors, config).to(device).eval()
+    state = None
+    if (folder / STATE_FILE).is_file():
+        try:
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several kinds for a damaged or unsafe file
+            raise ValueError(f"{folder / STATE_FILE}: unreadable training state ({err})"
+                             ) from None
+    return model, _read_tokenizer(folder), state

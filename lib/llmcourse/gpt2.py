@@ -1,0 +1,183 @@
+"""GPT-2 in the course's own code: load OpenAI's weights (or the course checkpoint) into
+:class:`llmcourse.model.GPT`.
+
+``load_gpt2(name_or_path)`` returns ``(model, tokenizer)``:
+
+- a folder in Hugging Face's GPT-2 format (``config.json`` + ``model.safetensors`` + the
+  tokenizer's ``vocab.json``/``merges.txt``) loads from disk, online or not;
+- a hub name (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``) downloads the real weights
+  through ``transformers`` when the Hugging Face hub can be reached;
+- when it cannot (``HF_HUB_OFFLINE=1``, or no answer within 1.5 s), one printed line says so
+  and the course's own GPT-2-format checkpoint is loaded instead. Nothing waits on the network
+  for longer than that.
+
+The conversion itself (GPT-2's Conv1D weights are stored transposed, the output layer is tied
+to the token embedding) lives in :meth:`GPT.from_hf_state_dict` / :meth:`GPT.to_hf_state_dict`;
+a checkpoint that does not fit the config is refused naming the first tensor that differs.
+
+Example:
+    >>> model, tok = load_gpt2("gpt2")          # doctest: +SKIP
+    GPT-2 weights are not reachable (HF_HUB_OFFLINE=1): using the course checkpoint
+    data/checkpoints/shakespeare-gpt instead
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from .model import GPT
+
+__all__ = ["HUB_NAMES", "load_gpt2", "hub_reachable", "course_checkpoint"]
+
+HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+HUB_HOST, HUB_PORT = "huggingface.co", 443
+FALLBACK_ENV = "LLMCOURSE_FALLBACK_CHECKPOINT"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # lib/llmcourse/gpt2.py -> the repository
+_TRUE = ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 1.5) -> tuple[bool, str]:
+    """Whether the Hugging Face hub answers, and if not, why (for the message).
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to 1 means offline without trying.
+    Otherwise a TCP connection to huggingface.co:443 is tried in a background thread, since
+    a name lookup with no network can block far longer than any socket timeout.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return False, f"{var}=1"
+    result: list[str] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((HUB_HOST, HUB_PORT), timeout=timeout).close()
+            result.append("")
+        except OSError as err:
+            result.append(f"{type(err).__name__}: {err}".strip())
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.2)
+    if not result:
+        return False, f"no answer from {HUB_HOST} within {timeout:g} s"
+    return (True, "") if not result[0] else (False, f"offline: {result[0]}")
+
+
+def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
+    """The course's own GPT-2-format checkpoint folder.
+
+    Looked up in this order: the ``fallback`` argument, the ``LLMCOURSE_FALLBACK_CHECKPOINT``
+    environment variable, then the one folder under ``data/checkpoints/`` holding a
+    ``config.json``.
+    """
+    chosen = fallback if fallback is not None else os.environ.get(FALLBACK_ENV) or None
+    if chosen is not None:
+        folder = Path(chosen)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"fallback checkpoint {folder} has no config.json; expected a "
+                             "folder in Hugging Face GPT-2 format")
+        return folder
+    root = REPO_ROOT / "data" / "checkpoints"
+    found = sorted(p for p in root.glob("*") if (p / "config.json").is_file()) \
+        if root.is_dir() else []
+    if len(found) != 1:
+        what = "no checkpoint" if not found else f"{len(found)} checkpoints " \
+            f"({', '.join(p.name for p in found)})"
+        raise ValueError(
+            f"cannot fall back to the course checkpoint: found {what} under "
+            f"data/checkpoints/, expected exactly one folder with a config.json. Train it with "
+            f"the course's training command, or pass fallback= / set {FALLBACK_ENV}"
+        )
+    return found[0]
+
+
+def _shown(folder: Path) -> str:
+    """A path for messages: relative to the repository when inside it (no machine paths)."""
+    try:
+        return folder.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return folder.name
+
+
+def _load_folder(folder: Path) -> tuple[GPT, Any]:
+    from .checkpoint import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(folder)
+    if tokenizer is None:
+        tokenizer = _hf_tokenizer(folder)
+    return model, tokenizer
+
+
+def _hf_tokenizer(source: str | Path) -> Any:
+    """transformers' tokenizer for ``source``, or None when there is none to load."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def _load_hub(name: str) -> tuple[GPT, Any]:
+    from huggingface_hub import hf_hub_download
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(name)
+    model = GPT.from_hf(hf).eval()
+    del hf
+    try:
+        from .tokenizer import ByteLevelBPE
+
+        vocab = hf_hub_download(name, "vocab.json")
+        hf_hub_download(name, "merges.txt")
+        tokenizer = ByteLevelBPE.load(Path(vocab).parent)
+    except ImportError:
+        tokenizer = _hf_tokenizer(name)
+    return model, tokenizer
+
+
+def load_gpt2(name_or_path: str | os.PathLike = "gpt2", *,
+              fallback: str | os.PathLike | None = None,
+              timeout: float = 1.5) -> tuple[GPT, Any]:
+    """Load GPT-2 weights into the course's :class:`GPT`, and its tokenizer.
+
+    Args:
+        name_or_path: a folder in Hugging Face GPT-2 format, or one of :data:`HUB_NAMES`
+            (``openai-community/`` prefix allowed).
+        fallback: the checkpoint folder to use when the hub is out of reach; default: see
+            :func:`course_checkpoint`.
+        timeout: seconds to wait for the hub before falling back.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode; the tokenizer has ``encode`` and
+        ``decode`` (the course's ByteLevelBPE; transformers' when ours cannot load it).
+
+    Raises:
+        ValueError: an unknown name, a folder that is not a GPT-2 checkpoint, or a checkpoint
+            whose tensors do not fit its config (naming the first such tensor and its shapes).
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
+    path = Path(name_or_path)
+    if path.is_dir():
+        return _load_folder(path)
+    name = str(name_or_path)
+    short = name.removeprefix("openai-community/")
+    if short not in HUB_NAMES:
+        raise ValueError(f"{name!r} is neither a folder nor a GPT-2 hub name; expected a "
+                         f"checkpoint folder or one of {', '.join(HUB_NAMES)}")
+    online, reason = hub_reachable(timeout)
+    if online:
+        try:
+            return _load_hub(name)
+        except Exception as err:  # any download/parse failure: fall back, and say why
+            first = (str(err).splitlines() or [""])[0][:120]
+            reason = f"download failed: {type(err).__name__}: {first}"
+    folder = course_checkpoint(fallback)
+    print(f"GPT-2 weights are not reachable ({reason}): using the course checkpoint "
+          f"{_shown(folder)} instead", flush=True)
+    return _load_folder(folder)

@@ -1,0 +1,356 @@
+"""The training loop: AdamW, warmup + cosine, gradient clipping, evaluation, checkpoints.
+
+One training step is the seed's recipe, in order:
+
+    x, y = get_batch(...)                    data: a batch of windows and their next tokens
+    logits, loss = model(x, y)               forward pass and loss (mean cross-entropy)
+    optimizer.zero_grad(); loss.backward()   backward pass: d loss / d every parameter
+    clip_grad_norm_(params, grad_clip)       one unlucky batch cannot take a huge step
+    optimizer.step()                         update, at the learning rate of this step
+
+Every ``eval_interval`` steps the loss is measured on *fixed* batches of the training works and
+of the held-out works (the same windows each time, so the curve's wiggles are the model's, not
+the sampling's), and a checkpoint is written (:mod:`llmcourse.checkpoint`). A run can be stopped
+and resumed: the checkpoint holds the optimizer state, the step and the random-number
+generators, so the resumed run takes exactly the steps the uninterrupted one would have.
+
+The command ``python -m llmcourse.train course --out data/checkpoints/NAME`` trains the
+course's own GPT-2-format checkpoint (see :mod:`llmcourse.train_cli`).
+
+Example:
+    >>> from llmcourse.model import GPT, GPTConfig
+    >>> torch.manual_seed(0) and None
+    >>> model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    >>> stream = torch.arange(200) % 16                   # a perfectly predictable "text"
+    >>> cfg = TrainConfig(max_steps=60, batch_size=4, block_size=8, learning_rate=3e-2,
+    ...                   warmup_steps=5, eval_interval=30, eval_batches=2, progress=False)
+    >>> history = train(model, stream, stream, cfg)
+    >>> history.steps, history.val_loss[-1] < 0.5 * history.val_loss[0]
+    ([0, 30, 60], True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from .data import get_batch
+from .model import GPT
+
+__all__ = ["TrainConfig", "History", "configure_optimizer", "lr_at", "estimate_loss",
+           "evaluate_stream", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a run except the model and the data. Checked when built."""
+
+    max_steps: int = 2000
+    batch_size: int = 12
+    block_size: int = 64  # context of each training window; at most the model's block_size
+    learning_rate: float = 1e-3  # peak, reached at the end of warmup
+    min_lr: float = 1e-4  # where the cosine ends
+    warmup_steps: int = 100
+    weight_decay: float = 0.1  # on matrices only (configure_optimizer)
+    beta1: float = 0.9
+    beta2: float = 0.99  # nanoGPT's choice for small data: the second moment adapts faster
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    eval_interval: int = 250
+    eval_batches: int = 20
+    seed: int = 1337
+    device: str = "cpu"
+    log_interval: int = 10  # record the batch loss (and update the bar) every this many steps
+    progress: bool = True  # a tqdm progress bar
+    max_minutes: float | None = None  # stop early (with a checkpoint) after this long
+    autocast: str | None = None  # "bfloat16" for mixed precision (on a GPU)
+    compile: bool = False  # torch.compile the model (worth it on a GPU, for long runs)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batches",
+                     "log_interval"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or \
+                not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(f"warmup_steps must be an integer in [0, max_steps={self.max_steps}]"
+                             f", got {self.warmup_steps!r}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise ValueError(f"min_lr must be in [0, learning_rate={self.learning_rate}], got "
+                             f"{self.min_lr!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes!r}")
+        if self.autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast must be None, 'bfloat16' or 'float16', got "
+                             f"{self.autocast!r}")
+
+
+@dataclass
+class History:
+    """What a run measured. At each evaluation (step 0, every ``eval_interval`` steps, the
+    end): ``steps``, ``train_loss`` and ``val_loss`` (mean cross-entropy in nats per token on
+    the fixed evaluation batches), ``lr`` (of the next update) and ``elapsed`` (seconds of
+    training so far). Every ``log_interval`` steps: ``log_steps`` and ``log_loss``, the loss of
+    that step's training batch (noisier, and with dropout on)."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    elapsed: list[float] = field(default_factory=list)
+    log_steps: list[int] = field(default_factory=list)
+    log_loss: list[float] = field(default_factory=list)
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter, 2019) with weight decay on the matrices only.
+
+    Decay pulls weights toward 0. That regularizes the matrices of the linear layers and the
+    embeddings (every parameter with ≥ 2 dims), but biases and LayerNorm gains/shifts are
+    offsets and scales, where pulling toward 0 only hurts: they get ``weight_decay=0``. A tied
+    matrix (embedding = output layer) appears once.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():  # parameters() yields a shared tensor once
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = torch.device(cfg.device).type == "cuda"  # one kernel for all parameters
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
+                             fused=fused or None)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of update ``step`` (0-based): linear warmup, then cosine decay.
+
+        warmup, s < W:   η(s) = η_max · (s + 1) / W
+        then, s ≥ W:     η(s) = η_min + ½ (η_max − η_min) (1 + cos(π (s − W) / (S − W)))
+        after the end:   η(s) = η_min                            (S = max_steps)
+
+    Warmup lets Adam's moment estimates settle before large steps; the cosine spends most
+    steps at a high rate and anneals at the end (Loshchilov & Hutter, 2017).
+
+    Example:
+        >>> cfg = TrainConfig(max_steps=100, learning_rate=1.0, min_lr=0.0, warmup_steps=10)
+        >>> [round(lr_at(s, cfg), 3) for s in (0, 9, 10, 55, 100)]
+        [0.1, 1.0, 1.0, 0.5, 0.0]
+    """
+    w, s_max = cfg.warmup_steps, cfg.max_steps
+    if step < w:
+        return cfg.learning_rate * (step + 1) / w
+    if step >= s_max:
+        return cfg.min_lr
+    progress = (step - w) / (s_max - w)  # in [0, 1)
+    return cfg.min_lr + 0.5 * (cfg.learning_rate - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, stream: torch.Tensor, *, batch_size: int, block_size: int,
+                  n_batches: int, seed: int) -> float:
+    """Mean loss on ``n_batches`` random windows drawn with a generator seeded by ``seed``:
+    the same windows at every call, so successive estimates differ only by the model."""
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()  # dropout off
+    total = 0.0
+    for _ in range(n_batches):
+        x, y = get_batch(stream, batch_size, block_size, gen)  # (B, T), (B, T)
+        total += model(x, y)[1].item()
+    model.train(was_training)
+    return total / n_batches
+
+
+@torch.no_grad()
+def evaluate_stream(model: GPT, stream: torch.Tensor, *, block_size: int,
+                    batch_size: int = 16) -> tuple[float, int]:
+    """Loss over a whole stream, every token predicted once: ``(mean nats per token, number of
+    tokens predicted)``. The stream is cut into consecutive windows of ``block_size`` (each
+    window starts with no context, as generation from a prompt of one token does)."""
+    n_pred = stream.numel() - 1
+    if n_pred < 1:
+        raise ValueError(f"stream has {stream.numel()} tokens; need at least 2")
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    n_full = n_pred // block_size
+    for i in range(0, n_full, batch_size):
+        starts = torch.arange(i, min(i + batch_size, n_full)) * block_size  # (b,)
+        idx = (starts[:, None] + torch.arange(block_size + 1)).to(stream.device)  # (b, T+1)
+        w = stream[idx]  # (b, T+1)
+        logits = model(w[:, :-1])[0]  # (b, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), w[:, 1:].flatten(),
+                                 reduction="sum").double().cpu()
+    rest = stream[n_full * block_size:]  # (r + 1,) the tail, shorter than a window
+    if rest.numel() > 1:
+        logits = model(rest[None, :-1])[0]  # (1, r, V)
+        total += F.cross_entropy(logits[0].float(), rest[1:], reduction="sum").double().cpu()
+    model.train(was_training)
+    return total.item() / n_pred, n_pred
+
+
+def _check_stream(name: str, stream: object, cfg: TrainConfig, vocab_size: int) -> None:
+    if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.is_floating_point():
+        raise TypeError(f"{name} must be a 1-D integer tensor of token ids")
+    need = cfg.batch_size * cfg.block_size + 1
+    if stream.numel() < need:
+        raise ValueError(f"{name} has {stream.numel()} tokens, shorter than one batch: "
+                         f"batch_size × block_size + 1 = {cfg.batch_size} × {cfg.block_size} "
+                         f"+ 1 = {need}")
+    lo, hi = int(stream.min()), int(stream.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(f"{name} holds token ids in [{lo}, {hi}], outside the model's "
+                         f"vocabulary [0, {vocab_size})")
+
+
+def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"batches": batch_gen.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _resume(folder: Path, model: GPT, optimizer: torch.optim.Optimizer,
+            batch_gen: torch.Generator, device: torch.device) -> tuple[int, History]:
+    """Load a training checkpoint into ``model``, ``optimizer`` and the generators."""
+    if not is_checkpoint(folder):
+        raise ValueError(f"resume=True but {folder} holds no checkpoint to resume from")
+    saved, _, state = load_checkpoint(folder)
+    if state is None:
+        raise ValueError(f"{folder} holds a model but no training state to resume from")
+    if saved.config != model.config:
+        raise ValueError(f"the checkpoint's model config {saved.config} differs from this "
+                         f"model's {model.config}")
+    model.load_state_dict(saved.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    batch_gen.set_state(state["rng"]["batches"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    return int(state["step"]), History(**state["history"])
+
+
+def train(
+    model: GPT,
+    train_stream: torch.Tensor,
+    val_stream: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    tokenizer: Any = None,
+    stop_at: int | None = None,
+) -> History:
+    """Train ``model`` on random windows of ``train_stream``; evaluate on ``val_stream``.
+
+    A fresh run seeds torch's global generator with ``cfg.seed`` (dropout draws from it) and
+    draws batches from its own generator seeded the same way. With ``checkpoint_dir``, a
+    checkpoint (with ``tokenizer``, if given) is written at every evaluation; ``resume=True``
+    continues from it. ``stop_at`` ends the run after that step as an interruption would
+    (checkpoint written), without changing the schedule, which still runs to ``max_steps``.
+
+    Returns:
+        The :class:`History`, including what was measured before a resume.
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if cfg.block_size > model.config.block_size:
+        raise ValueError(f"TrainConfig.block_size={cfg.block_size} is above the model's context "
+                         f"block_size={model.config.block_size}")
+    for name, s in (("train_stream", train_stream), ("val_stream", val_stream)):
+        _check_stream(name, s, cfg, model.config.vocab_size)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the "
+                         f"model's vocab_size={model.config.vocab_size}")
+
+    device = torch.device(cfg.device)
+    model.to(device)
+    optimizer = configure_optimizer(model, cfg)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    history, start = History(), 0
+    if resume:
+        start, history = _resume(Path(checkpoint_dir), model, optimizer, batch_gen, device)
+    else:
+        torch.manual_seed(cfg.seed)
+    train_stream, val_stream = train_stream.to(device), val_stream.to(device)
+    forward = torch.compile(model) if cfg.compile else model
+    amp = (torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast
+           else nullcontext())
+    t0 = time.perf_counter() - (history.elapsed[-1] if history.elapsed else 0.0)
+
+    def evaluate_and_save(step: int) -> None:
+        kw = dict(batch_size=cfg.batch_size, block_size=cfg.block_size,
+                  n_batches=cfg.eval_batches)
+        with amp:
+            history.train_loss.append(estimate_loss(model, train_stream, seed=cfg.seed + 1, **kw))
+            history.val_loss.append(estimate_loss(model, val_stream, seed=cfg.seed + 2, **kw))
+        history.steps.append(step)
+        history.lr.append(lr_at(step, cfg))
+        history.elapsed.append(time.perf_counter() - t0)
+        bar.set_postfix(train=f"{history.train_loss[-1]:.3f}", val=f"{history.val_loss[-1]:.3f}")
+        if checkpoint_dir is not None and step > 0:
+            state = {"step": step, "optimizer": optimizer.state_dict(),
+                     "rng": _rng_state(batch_gen, device), "history": asdict(history),
+                     "train_config": asdict(cfg), "format_version": 1}
+            save_checkpoint(checkpoint_dir, model, tokenizer=tokenizer, training_state=state)
+
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, unit="step")
+    if start == 0:
+        evaluate_and_save(0)
+    model.train()
+    for step in range(start, cfg.max_steps):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, batch_gen)  # (B, T) ×2
+        with amp:
+            _, loss = forward(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+        done = step + 1
+        bar.update()
+        if done % cfg.log_interval == 0:
+            history.log_steps.append(done)
+            history.log_loss.append(loss.item())
+        out_of_time = (cfg.max_minutes is not None
+                       and time.perf_counter() - t0 > 60 * cfg.max_minutes)
+        stopping = out_of_time or done == stop_at
+        if done % cfg.eval_interval == 0 or done == cfg.max_steps or stopping:
+            evaluate_and_save(done)
+        if stopping:
+            break
+    bar.close()
+    return history
+
+
+if __name__ == "__main__":
+    from llmcourse.train_cli import main
+
+    raise SystemExit(main())

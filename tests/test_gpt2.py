@@ -1,0 +1,217 @@
+"""``llmcourse.gpt2.load_gpt2``: a folder written by ``transformers``' own ``save_pretrained``
+loads with equal logits; offline (``HF_HUB_OFFLINE=1`` or a hub that does not answer) it says
+so in one line and loads the fallback checkpoint, quickly; the online path with the download
+stood in for; bad names and damaged checkpoints are refused by name. No test touches the
+network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+
+import llmcourse.gpt2 as gpt2
+import pytest
+import torch
+from llmcourse.gpt2 import course_checkpoint, hub_reachable, load_gpt2
+from llmcourse.model import GPT, GPTConfig
+from llmcourse.tokenizer import ByteLevelBPE
+from safetensors.torch import load_file, save_file
+
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
+
+TEXT = "To be, or not to be, that is the question. " * 20
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, quiet_transformers):
+    """A small GPT-2 checkpoint as transformers writes it, with a BPE tokenizer beside it."""
+    tok = ByteLevelBPE.train(TEXT, vocab_size=300)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2,
+                          n_embd=32)).eval()
+    hf = model.to_hf()
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny-gpt2"
+    hf.save_pretrained(folder)
+    tok.save(folder)
+    return folder, hf, tok
+
+
+def _logits_equal(model: GPT, hf, vocab: int) -> None:
+    ids = torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids)[0], hf(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_local_folder_loads_with_equal_logits(checkpoint):
+    folder, hf, tok = checkpoint
+    model, tokenizer = load_gpt2(folder)
+    assert isinstance(model, GPT) and not model.training
+    _logits_equal(model, hf, tok.vocab_size)
+    ids = tokenizer.encode("that is the question")
+    assert ids == tok.encode("that is the question")
+    assert tokenizer.decode(ids) == "that is the question"
+
+
+def test_offline_env_falls_back_with_one_line(checkpoint, monkeypatch, capsys):
+    folder, hf, tok = checkpoint
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(gpt2.FALLBACK_ENV, str(folder))
+    monkeypatch.setattr(socket, "create_connection", _never_called)
+    start = time.perf_counter()
+    model, tokenizer = load_gpt2("gpt2")
+    assert time.perf_counter() - start < 10  # loading a tiny checkpoint; no network wait
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] == ("GPT-2 weights are not reachable (HF_HUB_OFFLINE=1): using the course "
+                        "checkpoint tiny-gpt2 instead")
+    _logits_equal(model, hf, tok.vocab_size)
+    assert tokenizer.decode(tokenizer.encode(TEXT[:40])) == TEXT[:40]
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("the network must not be tried when HF_HUB_OFFLINE=1")
+
+
+def test_unreachable_hub_is_detected_quickly(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def hang(*args, **kwargs):  # a name lookup that never returns
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    online, reason = hub_reachable(timeout=0.3)
+    assert not online and "no answer" in reason
+    assert time.perf_counter() - start < 1.5
+
+    def refuse(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert hub_reachable(timeout=0.3) == (False, "offline: OSError: Network is unreachable")
+
+
+def test_no_network_falls_back(checkpoint, monkeypatch, capsys):
+    folder, _, _ = checkpoint
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    load_gpt2("gpt2-medium", fallback=folder, timeout=0.3)
+    assert time.perf_counter() - start < 10
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no answer from huggingface.co within 0.3 s" in out
+
+
+def test_online_path_converts_the_hub_model(checkpoint, monkeypatch, capsys):
+    """With the hub "reachable", the download is transformers' from_pretrained (stood in for
+    by the local model) and the tokenizer files come from hf_hub_download."""
+    import huggingface_hub
+    import transformers
+
+    folder, hf, tok = checkpoint
+    asked = []
+    monkeypatch.setattr(gpt2, "hub_reachable", lambda timeout: (True, ""))
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained",
+                        classmethod(lambda cls, name: asked.append(name) or hf))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, filename: str(folder / filename))
+    model, tokenizer = load_gpt2("openai-community/gpt2")
+    assert asked == ["openai-community/gpt2"]
+    assert capsys.readouterr().out == ""
+    _logits_equal(model, hf, tok.vocab_size)
+    assert tokenizer.encode("to be") == tok.encode("to be")
+
+
+def test_failed_download_falls_back(checkpoint, monkeypatch, capsys):
+    import transformers
+
+    folder, _, _ = checkpoint
+
+    def fail(cls, name):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
+
+    monkeypatch.setattr(gpt2, "hub_reachable", lambda timeout: (True, ""))
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained", classmethod(fail))
+    load_gpt2("gpt2", fallback=folder)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("GPT-2 weights are not reachable (download failed: OSError: We "
+                           "couldn't connect")
+    assert "\n" not in line
+
+
+def test_unknown_name_refused():
+    with pytest.raises(ValueError, match="neither a folder nor a GPT-2 hub name"):
+        load_gpt2("gpt3")
+    with pytest.raises(TypeError):
+        load_gpt2(124)
+
+
+def _copy(folder, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    return bad
+
+
+def test_mismatched_tensor_refused_by_name_and_shapes(checkpoint, tmp_path):
+    folder, _, _ = checkpoint
+    bad = _copy(folder, tmp_path)
+    tensors = load_file(bad / "model.safetensors")
+    name = "transformer.h.1.mlp.c_fc.weight"
+    tensors[name] = torch.zeros(32, 100)  # GPT-2 stores it (in, out) = (32, 128)
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"transformer\.h\.1\.mlp\.c_fc\.weight.*\(100, 32\).*"
+                                         r"\(128, 32\)"):
+        load_gpt2(bad)
+
+
+def test_config_that_does_not_fit_refused(checkpoint, tmp_path):
+    folder, _, _ = checkpoint
+    bad = _copy(folder, tmp_path)
+    config = json.loads((bad / "config.json").read_text())
+    config["n_embd"] = 64
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tensor '.*' has shape .* in the checkpoint but"):
+        load_gpt2(bad)
+
+
+def test_unknown_tensor_and_other_models_refused(checkpoint, tmp_path):
+    folder, _, _ = checkpoint
+    bad = _copy(folder, tmp_path)
+    tensors = load_file(bad / "model.safetensors")
+    tensors["transformer.h.0.attn.rotary.weight"] = torch.zeros(3)
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="transformer.h.0.attn.rotary.weight"):
+        load_gpt2(bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["model_type"] = "llama"
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="llama"):
+        load_gpt2(bad)
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_gpt2(bad)
+
+
+def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
+    folder, _, _ = checkpoint
+    monkeypatch.delenv(gpt2.FALLBACK_ENV, raising=False)
+    monkeypatch.setattr(gpt2, "REPO_ROOT", tmp_path)
+    with pytest.raises(ValueError, match="found no checkpoint under data/checkpoints/"):
+        course_checkpoint()
+    root = tmp_path / "data" / "checkpoints"
+    shutil.copytree(folder, root / "shakespeare")
+    (root / "notes").mkdir()  # a folder without config.json is not a checkpoint
+    assert course_checkpoint() == root / "shakespeare"
+    assert gpt2._shown(course_checkpoint()) == "data/checkpoints/shakespeare"
+    shutil.copytree(folder, root / "another")
+    with pytest.raises(ValueError, match="2 checkpoints"):
+        course_checkpoint()
+    assert course_checkpoint(folder) == folder  # an explicit fallback wins
+    monkeypatch.setenv(gpt2.FALLBACK_ENV, str(root / "another"))
+    assert course_checkpoint() == root / "another"
+    with pytest.raises(ValueError, match="no config.json"):
+        course_checkpoint(tmp_path)

@@ -317,7 +317,8 @@ def train(
                      "train_config": asdict(cfg), "format_version": 1}
             save_checkpoint(checkpoint_dir, model, tokenizer=tokenizer, training_state=state)
 
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, unit="step")
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, unit="step",
+               mininterval=1.0)  # a notebook receives one message per refresh
     if start == 0:
         evaluate_and_save(0)
     model.train()

@@ -247,3 +247,11 @@ def test_nats_per_char_counts_the_same_total_information():
 def test_nats_per_char_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         nats_per_char(*args)
+
+
+def test_doctests():
+    import doctest
+
+    import llmcourse.data
+
+    assert doctest.testmod(llmcourse.data).failed == 0

@@ -35,6 +35,15 @@ CFG = TrainConfig(max_steps=16, batch_size=4, block_size=16, learning_rate=1e-2,
                   progress=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and a shared machine cannot stall an idle one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_model(seed: int = 0, config: GPTConfig = TINY) -> GPT:
     torch.manual_seed(seed)
     return GPT(config)
@@ -198,17 +207,18 @@ def test_evaluate_stream_predicts_every_token_once(stream):
 
 def test_resume_continues_the_same_trajectory(stream, tmp_path):
     """2N steps straight == N steps, checkpoint, fresh state, N more (dropout on)."""
+    cfg = replace(CFG, eval_interval=8)
     straight_model = tiny_model()
-    straight = train(straight_model, stream, stream, CFG)
+    straight = train(straight_model, stream, stream, cfg)
 
     folder = tmp_path / "run"
-    train(tiny_model(), stream, stream, CFG, checkpoint_dir=folder, stop_at=8)
+    train(tiny_model(), stream, stream, cfg, checkpoint_dir=folder, stop_at=8)
     assert load_checkpoint(folder)[2]["step"] == 8
     # A new "process": different weights and different global random state.
     torch.manual_seed(12345)
     torch.rand(100)
     resumed_model = tiny_model(seed=99)
-    resumed = train(resumed_model, stream, stream, CFG, checkpoint_dir=folder, resume=True)
+    resumed = train(resumed_model, stream, stream, cfg, checkpoint_dir=folder, resume=True)
 
     assert resumed.log_loss == straight.log_loss  # every step's loss, exactly
     assert resumed.steps == straight.steps and resumed.val_loss == straight.val_loss
@@ -443,3 +453,14 @@ def test_cli_tiny_end_to_end(tmp_path, capsys, quiet_transformers):
     x = torch.tensor([tok.encode("HAMLET. To be")])
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, model(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_doctests():
+    import doctest
+
+    import llmcourse.checkpoint
+    import llmcourse.train
+
+    for module in (llmcourse.train, llmcourse.checkpoint):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -95,7 +95,7 @@ def load_works(folder: str | os.PathLike | None = None) -> dict[str, str]:
     Example:
         >>> works = load_works()                                      # doctest: +SKIP
         >>> len(works), works["hamlet"][:25]                          # doctest: +SKIP
-        (43, 'HAMLET, PRINCE OF DENMARK')
+        (42, 'HAMLET, PRINCE OF DENMARK')
     """
     if folder is None:
         from .assets import asset_dir

@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # JupyterLab refuses to run as root unless told; CI machines and containers often are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: setup assets test test-lib test-notebooks lint lab exercises book bench clean
+.PHONY: setup assets test test-lib test-notebooks lint lab exercises bench clean
 
 setup: $(STAMP)
 

@@ -66,9 +66,6 @@ def _cache(max_len: int = 4, n_head: int = 2, length: int = 0) -> KVCache:
     return cache
 
 
-def _run(call, exc, match):
-    with pytest.raises(exc, match=match):
-        call()
 
 
 # ------------------------------------------------------------------------------ rank / shape
@@ -143,7 +140,8 @@ WRONG_RANK_OR_SHAPE = [
 
 @pytest.mark.parametrize("call, exc, match", WRONG_RANK_OR_SHAPE)
 def test_rejects_wrong_rank_or_shape(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ dtype
@@ -208,7 +206,8 @@ WRONG_DTYPE = [
 
 @pytest.mark.parametrize("call, exc, match", WRONG_DTYPE)
 def test_rejects_wrong_dtype(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ head counts
@@ -253,7 +252,8 @@ HEAD_MISMATCH = [
 
 @pytest.mark.parametrize("call, exc, match", HEAD_MISMATCH)
 def test_rejects_mismatched_head_counts(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ NaN
@@ -295,7 +295,8 @@ NAN_INPUT = [
 
 @pytest.mark.parametrize("call, exc, match", NAN_INPUT)
 def test_rejects_nan(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ too long
@@ -337,7 +338,8 @@ TOO_LONG = [
 
 @pytest.mark.parametrize("call, exc, match", TOO_LONG)
 def test_rejects_sequence_longer_than_context(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ bad values
@@ -391,7 +393,8 @@ BAD_VALUE = [
 
 @pytest.mark.parametrize("call, exc, match", BAD_VALUE)
 def test_rejects_bad_values(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 # ------------------------------------------------------------------------------ GPT.forward
@@ -439,7 +442,8 @@ GPT_FORWARD = [
 
 @pytest.mark.parametrize("call, exc, match", GPT_FORWARD)
 def test_gpt_forward_rejects(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 def test_gpt_forward_accepts_small_integer_dtypes():
@@ -497,7 +501,8 @@ CHECKPOINT = [
 
 @pytest.mark.parametrize("call, exc, match", CHECKPOINT)
 def test_from_hf_state_dict_rejects(call, exc, match):
-    _run(call, exc, match)
+    with pytest.raises(exc, match=match):
+        call()
 
 
 @pytest.mark.parametrize(

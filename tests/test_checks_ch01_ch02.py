@@ -15,6 +15,7 @@ import matplotlib
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_helpers import assert_check_fails as fails
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llmcourse import positional
@@ -29,13 +30,6 @@ def _passes(check, fn, capsys, name: str) -> None:
     assert out.startswith(f"✓ {name}:"), out
 
 
-def _fails(check, fn, *fragments: str) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, msg
-    return msg
 
 
 # ---------------------------------------------------------------- chapter 01: attention
@@ -60,15 +54,15 @@ def _attention_with(scale_of_d, softmax_dim: int = -1):
 
 
 def test_attention_without_sqrt_dk_fails():
-    _fails(ch01.check_attention, _attention_with(lambda d: 1.0), "values differ", "sqrt(d_k)")
+    fails(ch01.check_attention, _attention_with(lambda d: 1.0), "values differ", "sqrt(d_k)")
 
 
 def test_attention_divided_by_dk_not_its_root_fails():
-    _fails(ch01.check_attention, _attention_with(lambda d: 1.0 / d), "values differ")
+    fails(ch01.check_attention, _attention_with(lambda d: 1.0 / d), "values differ")
 
 
 def test_attention_softmax_over_queries_fails():
-    _fails(ch01.check_attention, _attention_with(lambda d: d**-0.5, softmax_dim=-2),
+    fails(ch01.check_attention, _attention_with(lambda d: d**-0.5, softmax_dim=-2),
            "case 1 differs")
 
 
@@ -78,7 +72,7 @@ def test_attention_with_dot_T_fails_on_batches():
     def fn(q, k, v):
         return torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1) @ v
 
-    msg = _fails(ch01.check_attention, fn, "✗ attention")
+    msg = fails(ch01.check_attention, fn, "✗ attention")
     assert "case 1 differs" not in msg  # the first, unbatched case passes
 
 
@@ -93,7 +87,7 @@ def test_attention_not_implemented_says_so():
     def fn(q, k, v):
         raise NotImplementedError("exercise")
 
-    _fails(ch01.check_attention, fn, "not implemented yet")
+    fails(ch01.check_attention, fn, "not implemented yet")
 
 
 def test_causal_mask_solution_passes(capsys):
@@ -110,11 +104,11 @@ def test_causal_mask_solution_passes(capsys):
     lambda t: ~torch.ones(t, t, dtype=torch.bool).tril(),  # True where it must NOT attend
 ], ids=["below-diagonal", "one-ahead", "upper", "inverted"])
 def test_causal_mask_wrong_versions_fail(wrong):
-    _fails(ch01.check_causal_mask, wrong, "expected:", "got:", "torch.tril")
+    fails(ch01.check_causal_mask, wrong, "expected:", "got:", "torch.tril")
 
 
 def test_causal_mask_float_instead_of_bool_fails():
-    _fails(ch01.check_causal_mask, lambda t: torch.ones(t, t).tril(), "TypeError", "torch.bool")
+    fails(ch01.check_causal_mask, lambda t: torch.ones(t, t).tril(), "TypeError", "torch.bool")
 
 
 def test_padded_attention_solution_passes(capsys):
@@ -133,16 +127,16 @@ def _padded_with(keep_fn, on_queries: bool = False):
 
 
 def test_padded_attention_off_by_one_fails():
-    _fails(ch01.check_padded_attention, _padded_with(lambda j, n: j <= n), "values differ")
+    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j <= n), "values differ")
 
 
 def test_padded_attention_masking_queries_fails():
-    _fails(ch01.check_padded_attention, _padded_with(lambda j, n: j < n, on_queries=True),
+    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j < n, on_queries=True),
            "nan/inf", "columns, not rows")
 
 
 def test_padded_attention_inverted_mask_fails():
-    _fails(ch01.check_padded_attention, _padded_with(lambda j, n: j >= n), "✗ padded_attention")
+    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j >= n), "✗ padded_attention")
 
 
 def test_padded_attention_with_a_large_negative_number_is_accepted(capsys):
@@ -183,7 +177,7 @@ def test_split_heads_matches_torch_multihead_attention_head_order():
     lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(2, 3),  # forgot to move heads
 ], ids=["no-transpose", "strided", "wrong-axes"])
 def test_split_heads_wrong_order_fails(wrong):
-    _fails(ch02.check_split_heads, wrong, "✗ split_heads", "transpose(1, 2)")
+    fails(ch02.check_split_heads, wrong, "✗ split_heads", "transpose(1, 2)")
 
 
 def test_merge_heads_without_transpose_fails():
@@ -191,7 +185,7 @@ def test_merge_heads_without_transpose_fails():
         b, h, t, hd = x.shape
         return x.reshape(b, t, h * hd)
 
-    _fails(ch02.check_merge_heads, wrong, "values differ")
+    fails(ch02.check_merge_heads, wrong, "values differ")
 
 
 def test_sinusoidal_solution_and_library_pass(capsys):
@@ -229,7 +223,7 @@ def _sinusoidal_with(exponent, sin_first: bool = True, interleave: bool = True, 
     _sinusoidal_with(lambda i, d: i / d, start=1),  # positions counted from 1
 ], ids=["sin-cos-swapped", "halves", "half-exponent", "from-one"])
 def test_sinusoidal_wrong_versions_fail(wrong):
-    _fails(ch02.check_sinusoidal_table, wrong, "✗ sinusoidal_table", "hint:")
+    fails(ch02.check_sinusoidal_table, wrong, "✗ sinusoidal_table", "hint:")
 
 
 def test_rope_solution_passes(capsys):
@@ -283,7 +277,7 @@ def test_rope_helper_is_right_when_configured_right(capsys):
     _rope_with(start=1),  # positions counted from 1
 ], ids=["wrong-sign", "interleaved", "wrong-frequencies", "from-one"])
 def test_rope_wrong_versions_fail(wrong):
-    _fails(ch02.check_rope, wrong, "✗ rope", "values differ", "hint:")
+    fails(ch02.check_rope, wrong, "✗ rope", "values differ", "hint:")
 
 
 # ---------------------------------------------------------------- plotting helper and docs

@@ -16,10 +16,11 @@ from itertools import pairwise
 import pytest
 import regex
 import transformers
+from checker_helpers import assert_check_fails as fails
 from hypothesis import given
 from hypothesis import strategies as st
 from llmcourse.assets import asset_dir
-from llmcourse.checks import CheckFailed, ch04
+from llmcourse.checks import ch04
 from llmcourse.tokenizer import GPT2_SPLIT_PATTERN, ByteLevelBPE, bytes_to_unicode
 
 CHECKS = {
@@ -30,13 +31,6 @@ CHECKS = {
 }
 
 
-def _fails(check, fn, *fragments: str) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, msg
-    return msg
 
 
 # ------------------------------------------------------------------------ solutions pass
@@ -54,7 +48,7 @@ def test_not_implemented_is_reported(name):
     def stub(*args):
         raise NotImplementedError("exercise")
 
-    _fails(CHECKS[name][0], stub, f"✗ {name}: the exercise is not implemented yet")
+    fails(CHECKS[name][0], stub, f"✗ {name}: the exercise is not implemented yet")
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
@@ -150,21 +144,21 @@ def test_count_pairs_across_chunk_boundaries_fails():
         flat = [i for c in chunks for i in c]
         return dict(Counter(pairwise(flat)))
 
-    _fails(ch04.check_count_pairs, across, "case 2 differs", "each chunk on its own")
+    fails(ch04.check_count_pairs, across, "case 2 differs", "each chunk on its own")
 
 
 def test_count_pairs_once_per_chunk_fails():
     def once(chunks):
         return dict(Counter(p for c in chunks for p in set(pairwise(c))))
 
-    _fails(ch04.check_count_pairs, once, "case 1 differs", "expected: {(1, 2): 2")
+    fails(ch04.check_count_pairs, once, "case 1 differs", "expected: {(1, 2): 2")
 
 
 def test_count_pairs_dropping_the_last_pair_fails():
     def short(chunks):
         return dict(Counter((c[i], c[i + 1]) for c in chunks for i in range(len(c) - 2)))
 
-    _fails(ch04.check_count_pairs, short, "case 1 differs")
+    fails(ch04.check_count_pairs, short, "case 1 differs")
 
 
 def test_count_pairs_without_overlaps_fails():
@@ -177,7 +171,7 @@ def test_count_pairs_without_overlaps_fails():
                 i += 2 if c[i] == c[i + 1] else 1
         return dict(counts)
 
-    _fails(ch04.check_count_pairs, skipping, "case 4 differs", "expected: {(7, 7): 3}")
+    fails(ch04.check_count_pairs, skipping, "case 4 differs", "expected: {(7, 7): 3}")
 
 
 # ------------------------------------------------------------------------ merge: mistakes
@@ -193,14 +187,14 @@ def test_merge_with_overlaps_fails():
             i += 1
         return out
 
-    _fails(ch04.check_merge, overlapping, "case 1 differs")
+    fails(ch04.check_merge, overlapping, "case 1 differs")
 
 
 def test_merge_right_to_left_fails():
     def from_the_right(ids, pair, new_id):
         return ch04.merge(ids[::-1], pair[::-1], new_id)[::-1]
 
-    _fails(ch04.check_merge, from_the_right, "case 2 differs", "expected: [256, 97]")
+    fails(ch04.check_merge, from_the_right, "case 2 differs", "expected: [256, 97]")
 
 
 def test_merge_only_first_occurrence_fails():
@@ -210,7 +204,7 @@ def test_merge_only_first_occurrence_fails():
                 return [*ids[:i], new_id, *ids[i + 2:]]
         return list(ids)
 
-    _fails(ch04.check_merge, first_only, "case 1 differs", "got:      [256, 3, 1, 2]")
+    fails(ch04.check_merge, first_only, "case 1 differs", "got:      [256, 3, 1, 2]")
 
 
 def test_merge_losing_the_last_id_fails():
@@ -225,7 +219,7 @@ def test_merge_losing_the_last_id_fails():
                 i += 1
         return out
 
-    _fails(ch04.check_merge, lossy, "differs", "keep the last id")
+    fails(ch04.check_merge, lossy, "differs", "keep the last id")
 
 
 # ------------------------------------------------------------------------ encode_word: mistakes
@@ -252,7 +246,7 @@ def test_encode_word_longest_match_fails():
             i = j
         return out
 
-    _fails(ch04.check_encode_word, longest_first, "case 1 differs", "expected: [b'a', b'bc']")
+    fails(ch04.check_encode_word, longest_first, "case 1 differs", "expected: [b'a', b'bc']")
 
 
 def test_encode_word_most_frequent_pair_fails():
@@ -264,7 +258,7 @@ def test_encode_word_most_frequent_pair_fails():
                 return parts
             parts = _merge_all(parts, max(counts, key=lambda p: (counts[p], -merges.index(p))))
 
-    _fails(ch04.check_encode_word, most_frequent, "case 2 differs")
+    fails(ch04.check_encode_word, most_frequent, "case 2 differs")
 
 
 def test_encode_word_merges_in_reverse_order_fails():
@@ -274,7 +268,7 @@ def test_encode_word_merges_in_reverse_order_fails():
             parts = _merge_all(parts, pair)
         return parts
 
-    _fails(ch04.check_encode_word, reverse, "case 1 differs", "smallest index in merges")
+    fails(ch04.check_encode_word, reverse, "case 1 differs", "smallest index in merges")
 
 
 def test_encode_word_one_pass_in_training_order_passes(capsys):
@@ -295,7 +289,7 @@ def test_encode_word_returning_ints_fails():
     def as_ints(word, merges):
         return list(word)
 
-    _fails(ch04.check_encode_word, as_ints, "case 1 differs")
+    fails(ch04.check_encode_word, as_ints, "case 1 differs")
 
 
 # ------------------------------------------------------------------------ decode: mistakes
@@ -304,21 +298,21 @@ def test_decode_token_by_token_fails():
     def per_token(ids, vocab):
         return "".join(vocab[i].decode("utf-8", errors="replace") for i in ids)
 
-    _fails(ch04.check_decode, per_token, "case 3 differs", "expected: 'café '", "join first")
+    fails(ch04.check_decode, per_token, "case 3 differs", "expected: 'café '", "join first")
 
 
 def test_decode_ignoring_errors_fails():
     def ignoring(ids, vocab):
         return b"".join(vocab[i] for i in ids).decode("utf-8", errors="ignore")
 
-    _fails(ch04.check_decode, ignoring, "case 6 differs", "expected: '\ufffd'")
+    fails(ch04.check_decode, ignoring, "case 6 differs", "expected: '\ufffd'")
 
 
 def test_decode_strict_fails_with_the_error():
     def strict(ids, vocab):
         return b"".join(vocab[i] for i in ids).decode("utf-8")
 
-    msg = _fails(ch04.check_decode, strict, "raised UnicodeDecodeError", "case: [259]")
+    msg = fails(ch04.check_decode, strict, "raised UnicodeDecodeError", "case: [259]")
     assert "0..255: the single bytes" in msg  # the vocab is shown short, not 262 entries
 
 
@@ -326,4 +320,4 @@ def test_decode_latin1_fails():
     def latin1(ids, vocab):
         return b"".join(vocab[i] for i in ids).decode("latin-1")
 
-    _fails(ch04.check_decode, latin1, "case 3 differs")
+    fails(ch04.check_decode, latin1, "case 3 differs")

@@ -14,9 +14,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from checker_helpers import assert_check_fails as fails
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.checks import CheckFailed, ch05
+from llmcourse.checks import ch05
 
 CHECKS = {
     "lr_schedule": (ch05.check_lr_schedule, ch05.lr_schedule),
@@ -25,13 +26,6 @@ CHECKS = {
 }
 
 
-def _fails(check, fn, *fragments: str) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, msg
-    return msg
 
 
 # ------------------------------------------------------------------------ solutions pass
@@ -56,7 +50,7 @@ def test_not_implemented_says_so(name):
     def todo(*args):
         raise NotImplementedError("exercise")
 
-    _fails(CHECKS[name][0], todo, "not implemented yet")
+    fails(CHECKS[name][0], todo, "not implemented yet")
 
 
 def test_passing_the_result_instead_of_the_function_is_a_type_error():
@@ -122,7 +116,7 @@ def lr_linear_decay(step, max_lr, min_lr, w, s):
 @pytest.mark.parametrize("wrong", [lr_no_warmup, lr_warmup_from_zero, lr_decay_to_zero,
                                    lr_linear_decay])
 def test_lr_schedule_mistakes_fail(wrong):
-    _fails(ch05.check_lr_schedule, wrong, "✗ lr_schedule", "expected", "got", "hint")
+    fails(ch05.check_lr_schedule, wrong, "✗ lr_schedule", "expected", "got", "hint")
 
 
 def ce_naive(logits, targets):  # exp overflows for large logits
@@ -143,12 +137,12 @@ def ce_no_minus(logits, targets):
 
 
 def test_cross_entropy_naive_exp_fails_on_large_logits():
-    _fails(ch05.check_cross_entropy, ce_naive, "nan/inf", "row maximum")
+    fails(ch05.check_cross_entropy, ce_naive, "nan/inf", "row maximum")
 
 
 @pytest.mark.parametrize("wrong", [ce_sum, ce_wrong_axis, ce_no_minus])
 def test_cross_entropy_mistakes_fail(wrong):
-    _fails(ch05.check_cross_entropy, wrong, "✗ cross_entropy", "expected", "got")
+    fails(ch05.check_cross_entropy, wrong, "✗ cross_entropy", "expected", "got")
 
 
 def gb_misses_last_start(data, b, t, g):
@@ -195,4 +189,4 @@ def gb_strided(data, b, t, g):  # windows of every other token
     (gb_strided, "consecutive tokens"),
 ])
 def test_get_batch_mistakes_fail(wrong, fragment):
-    _fails(ch05.check_get_batch, wrong, fragment, "hint")
+    fails(ch05.check_get_batch, wrong, fragment, "hint")

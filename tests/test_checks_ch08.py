@@ -9,7 +9,8 @@ import doctest
 
 import pytest
 import torch
-from llmcourse.checks import CheckFailed, ch08
+from checker_helpers import assert_check_fails as fails
+from llmcourse.checks import ch08
 from llmcourse.metrics import distinct_n
 from llmcourse.sampling import apply_repetition_penalty, top_p_filter
 
@@ -18,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("quiet_transformers")
 NEG_INF = float("-inf")
 
 
-def _fails(check, fn, *fragments: str) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(fn)
-    message = str(info.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 # ---------------------------------------------------------------- top-p
@@ -84,13 +78,13 @@ def test_top_p_passes_correct(fn, capsys):
     pytest.param(lambda s, p: s, id="no-filter"),
 ])
 def test_top_p_fails_wrong(wrong):
-    _fails(ch08.check_top_p_filter, wrong, "✗ top_p_filter", "hint: softmax, sort")
+    fails(ch08.check_top_p_filter, wrong, "✗ top_p_filter", "hint: softmax, sort")
 
 
 def test_top_p_dropping_the_crossing_token_is_caught_by_the_hand_made_case():
     """The wrong version's first failure is the (0.6, 0.3, 0.1), p = 0.7 case or earlier, and
     it reports expected vs got."""
-    message = _fails(ch08.check_top_p_filter,
+    message = fails(ch08.check_top_p_filter,
                      lambda s, p: _top_p_descending(s, p, crossing=False), "expected:", "got:")
     assert "case 1 differs" in message or "case 2 differs" in message
 
@@ -142,13 +136,13 @@ def test_repetition_penalty_passes_correct(fn, capsys):
     pytest.param(lambda s, i, p: s, id="no-penalty"),
 ])
 def test_repetition_penalty_fails_wrong(wrong):
-    _fails(ch08.check_repetition_penalty, wrong, "✗ repetition_penalty", "MULTIPLIED")
+    fails(ch08.check_repetition_penalty, wrong, "✗ repetition_penalty", "MULTIPLIED")
 
 
 def test_dividing_negative_scores_fails_on_the_first_case():
     """The mistake the hint is about fails on the first, hand-made case (a seen token with a
     negative score), not only deep in the random ones."""
-    message = _fails(ch08.check_repetition_penalty,
+    message = fails(ch08.check_repetition_penalty,
                      lambda s, i, p: _penalty_loop(s, i, p, rule="divide-all"))
     assert "case 1 differs" in message
 
@@ -188,7 +182,7 @@ def test_distinct_n_passes_correct(fn, capsys):
     pytest.param(lambda t, n: 1.0 - _distinct(t, n), id="repeated-share"),
 ])
 def test_distinct_n_fails_wrong(wrong):
-    _fails(ch08.check_distinct_n, wrong, "✗ distinct_n", "hint: collect the n-grams")
+    fails(ch08.check_distinct_n, wrong, "✗ distinct_n", "hint: collect the n-grams")
 
 
 # ---------------------------------------------------------------- all checkers
@@ -202,7 +196,7 @@ def test_not_implemented_is_reported(check):
     def todo(*args):
         raise NotImplementedError("exercise")
 
-    _fails(check, todo, "not implemented yet")
+    fails(check, todo, "not implemented yet")
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -229,7 +223,7 @@ def test_learner_modifying_inputs_in_place_does_not_change_the_reference():
         scores.fill_(0.0)
         return top_p_filter(scores, p)
 
-    _fails(ch08.check_top_p_filter, in_place, "✗ top_p_filter")
+    fails(ch08.check_top_p_filter, in_place, "✗ top_p_filter")
 
 
 def test_module_doctest():

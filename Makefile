@@ -3,21 +3,50 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
 # Extra flags for pytest, e.g. `make test PYTEST_ARGS=-x`.
 PYTEST_ARGS ?=
 # JupyterLab refuses to run as root unless told; CI machines and containers often are root.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# The Pythons the course supports (pyproject.toml's requires-python says the same).
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+# On Linux, PyPI's torch wheel is the multi-GB CUDA build; PyTorch's own CPU index has the
+# ~200 MB CPU build of the same version. macOS and Windows wheels on PyPI are already CPU builds.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+OS := $(shell uname -s)
 
-.PHONY: setup assets test test-lib test-notebooks lint lab exercises bench clean
+# $(call check_python,INTERPRETER): stop at once, in one line, unless it is a supported Python.
+define check_python
+@v=$$($(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || { \
+  echo "make: no Python at '$(1)'. The course needs Python $(SUPPORTED_PYTHONS); point make at one, e.g. 'make test PYTHON=python3.12'." >&2; exit 1; }; \
+case " $(SUPPORTED_PYTHONS) " in *" $$v "*) ;; *) \
+  echo "make: '$(1)' is Python $$v; the course supports Python $(SUPPORTED_PYTHONS): point make at one, e.g. 'make test PYTHON=python3.12' (then 'make clean' if .venv was made with $$v)." >&2; exit 1;; esac
+endef
+
+.PHONY: setup assets test test-lib test-notebooks test-online lint lab exercises bench \
+	check-install clean
 
 setup: $(STAMP)
 
 # The stamp depends on the pins: editing pyproject.toml or the lock reinstalls, otherwise nothing.
 $(STAMP): pyproject.toml requirements.lock
+	$(if $(wildcard $(PY)),,$(call check_python,$(PYTHON)))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	$(call check_python,$(PY))
+	$(PIP) install --quiet "pip==26.3"
+ifeq ($(OS),Linux)
+	@# Ask PyTorch's CPU index for torch only if it answers within seconds: an unreachable extra
+	@# index would otherwise cost pip's retries on every package. Without it, torch comes from the
+	@# other sources (a local wheel folder where pip is set up with one, else PyPI's build).
+	@if $(PY) -c 'import urllib.request as u; u.urlopen("$(TORCH_CPU_INDEX)/torch/", timeout=5)' 2>/dev/null; then \
+	  echo "torch: the CPU build from $(TORCH_CPU_INDEX)"; \
+	  $(PIP) install --quiet -c requirements.lock --extra-index-url $(TORCH_CPU_INDEX) torch; \
+	else \
+	  echo "torch: $(TORCH_CPU_INDEX) cannot be reached; installing torch from pip's other sources"; \
+	fi
+endif
+	$(PIP) install --quiet -c requirements.lock -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (llmcourse)" >/dev/null
 	@touch $(STAMP)
 
@@ -40,6 +69,12 @@ lab: assets
 
 exercises: setup
 	$(PY) -m llmcourse.exercises notebooks exercises
+
+# Resolve the whole lock against PyPI alone (no local wheel folder, no pip configuration), for
+# every supported Python: metadata only, under a minute. Needs the registry, so CI runs it, not
+# `make test`.
+check-install: setup
+	$(PY) .ci/check-install $(SUPPORTED_PYTHONS)
 
 bench: assets
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

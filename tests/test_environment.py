@@ -10,14 +10,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!_-]+)\s*$")
 
 
-def _normalize(name: str) -> str:
-    """PEP 503 name normalisation: ``Foo_Bar.baz`` and ``foo-bar-baz`` are one package."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _public(version: str) -> str:
@@ -31,7 +31,7 @@ def _parse_pins(lines: list[str], source: str) -> dict[str, str]:
         m = PIN.match(line)
         if m is None:
             raise AssertionError(f"{source}: {line!r} is not an exact pin 'name==version'")
-        name = _normalize(m.group(1))
+        name = canonicalize_name(m.group(1))
         assert name not in pins, f"{source}: {name} is pinned twice"
         pins[name] = m.group(2)
     return pins
@@ -43,34 +43,18 @@ def pyproject_pins() -> dict[str, str]:
     return _parse_pins(deps, "pyproject.toml")
 
 
-def _yaml_pip_lines(text: str) -> list[str]:
-    """The entries of ``dependencies: - pip: [...]`` in environment.yml, by line parsing (pyyaml
-    is not one of the course's pins, so the test must not need it)."""
-    out: list[str] = []
-    pip_indent = None
-    for line in text.splitlines():
-        # A YAML comment starts a line or follows whitespace ("url#frag" is not one).
-        stripped = re.sub(r"(^|\s)#.*$", "", line).rstrip()
-        if not stripped:
-            continue
-        indent = len(stripped) - len(stripped.lstrip())
-        if pip_indent is None:
-            if re.fullmatch(r"\s*-\s*pip:\s*", stripped):
-                pip_indent = indent
-            continue
-        if indent <= pip_indent:
-            break  # left the pip: block
-        item = re.fullmatch(r"\s*-\s*(.+?)\s*", stripped)
-        assert item, f"environment.yml: unexpected line in the pip block: {line!r}"
-        out.append(item.group(1))
-    assert pip_indent is not None, "environment.yml has no '- pip:' block"
-    return out
+def _pip_block(text: str) -> list[str]:
+    """The entries of ``dependencies: - pip: [...]`` in environment.yml."""
+    data = yaml.safe_load(text)
+    blocks = [d["pip"] for d in data["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(blocks) == 1, "environment.yml must have exactly one '- pip:' block"
+    return [str(e) for e in blocks[0]]
 
 
 def environment_pins(text: str | None = None) -> dict[str, str]:
     if text is None:
         text = (ROOT / "environment.yml").read_text(encoding="utf-8")
-    entries = [e for e in _yaml_pip_lines(text) if not e.startswith(("-", "."))]  # options, -e .
+    entries = [e for e in _pip_block(text) if not e.startswith(("-", "."))]  # options, -e .
     return _parse_pins(entries, "environment.yml")
 
 
@@ -92,21 +76,30 @@ def test_environment_yml_and_pyproject_pin_the_same_packages_and_versions():
     assert not differ, f"versions differ (pyproject, environment.yml): {differ}"
 
 
-def test_environment_yml_line_parser_agrees_with_a_yaml_parser():
-    yaml = pytest.importorskip("yaml")  # present in the course env (a Jupyter dependency)
+def test_environment_yml_names_a_supported_python():
     data = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
-    pip_block = next(d["pip"] for d in data["dependencies"] if isinstance(d, dict) and "pip" in d)
-    text = (ROOT / "environment.yml").read_text(encoding="utf-8")
-    assert _yaml_pip_lines(text) == [str(e) for e in pip_block]
     python = [d for d in data["dependencies"] if isinstance(d, str) and d.startswith("python")]
-    assert python == ["python=3.11"]  # pyproject.toml requires >=3.11,<3.12
+    assert len(python) == 1, f"environment.yml should name one python, found {python}"
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        requires = SpecifierSet(tomllib.load(f)["project"]["requires-python"])
+    version = python[0].split("=", 1)[1]
+    assert requires.contains(version + ".0"), f"environment.yml's {python[0]} is outside {requires}"
+
+
+def test_no_local_version_label_is_pinned():
+    """PyPI has no ``+cpu`` (or any local-label) builds: such a pin installs only on machines with
+    a private wheel folder, and fails for every reader."""
+    for source, pins in [("requirements.lock", lock_pins()), ("pyproject.toml", pyproject_pins()),
+                         ("environment.yml", environment_pins())]:
+        local = {n: v for n, v in pins.items() if "+" in v}
+        assert not local, f"{source} pins local versions that PyPI lacks: {local}"
 
 
 def test_requirements_lock_agrees_with_pyproject():
     lock, ours = lock_pins(), pyproject_pins()
     missing = sorted(set(ours) - set(lock))
     assert not missing, f"pinned in pyproject.toml but not in requirements.lock: {missing}"
-    differ = {n: (ours[n], lock[n]) for n in ours if _public(lock[n]) != ours[n]}
+    differ = {n: (ours[n], lock[n]) for n in ours if lock[n] != ours[n]}
     assert not differ, f"versions differ (pyproject, requirements.lock): {differ}"
 
 

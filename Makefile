@@ -51,13 +51,14 @@ endif
 	@touch $(STAMP)
 
 assets: setup
-	$(PY) -m llmcourse.assets fetch
+	$(PY) -m llmcourse.core.assets fetch
 
 lint: setup
 	$(PY) -m ruff check lib tests notebooks benchmarks
+	$(VENV)/bin/lint-imports --no-logo --no-cache pyproject.toml
 
 test-lib: assets
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests lib $(PYTEST_ARGS)
 
 test-notebooks: assets
 	$(PY) -m pytest --nbval --nbval-current-env -p no:randomly notebooks $(PYTEST_ARGS)
@@ -68,7 +69,7 @@ lab: assets
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser $(ALLOW_ROOT) --notebook-dir=notebooks
 
 exercises: setup
-	$(PY) -m llmcourse.exercises notebooks exercises
+	$(PY) -m llmcourse.course.exercises notebooks exercises
 
 # Resolve the whole lock against PyPI alone (no local wheel folder, no pip configuration), for
 # every supported Python: metadata only, under a minute. Needs the registry, so CI runs it, not

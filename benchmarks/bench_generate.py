@@ -1,4 +1,5 @@
-"""Generation speed: ``llmcourse.generate`` against ``transformers``' ``generate`` on the same
+"""Generation speed: ``llmcourse.decoding.generate`` against ``transformers``' ``generate`` on the
+same
 weights, against the machine's memory-bandwidth bound, and with against without the KV cache.
 Everything is measured in this one run, on this machine.
 
@@ -24,8 +25,10 @@ import time
 from pathlib import Path
 
 import torch
-from llmcourse.generate import DecodeLinear, decode_weights, generate
-from llmcourse.model import GPT, GPTConfig
+
+from llmcourse.decoding.decoder import DecodeLinear, decode_weights
+from llmcourse.decoding.generate import generate
+from llmcourse.models.gpt import GPT, GPTConfig
 
 GOAL_VS_HF, GOAL_BOUND, GOAL_CACHE = 1.25, 0.60, 5.0
 
@@ -128,14 +131,14 @@ def cache_speedup(model: GPT, context: int, new: int, repeats: int) -> tuple[flo
 
 
 def course_model() -> tuple[str, GPT] | None:
-    from llmcourse.checkpoint import load_checkpoint
-    from llmcourse.gpt2 import course_checkpoint
+    from llmcourse.course.gpt2 import course_checkpoint
+    from llmcourse.models.checkpoint import load_checkpoint
 
     try:
         folder = course_checkpoint()
     except ValueError:
         return None
-    model, _, _ = load_checkpoint(folder)
+    model, _ = load_checkpoint(folder)
     return f"course checkpoint ({Path(folder).name})", model
 
 

@@ -19,9 +19,10 @@ import os
 import time
 from collections.abc import Callable
 
-from llmcourse.assets import asset_dir
-from llmcourse.tokenizer import EOT, ByteLevelBPE, bytes_to_unicode
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from llmcourse.core.assets import asset_dir
+from llmcourse.text.bpe import EOT, ByteLevelBPE, bytes_to_unicode
 
 VOCAB = 4096
 B2U = bytes_to_unicode()

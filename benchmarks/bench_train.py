@@ -22,9 +22,10 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from llmcourse.data import get_batch  # noqa: E402
-from llmcourse.model import GPT, GPTConfig  # noqa: E402
-from llmcourse.train import TrainConfig, configure_optimizer  # noqa: E402
+
+from llmcourse.models.gpt import GPT, GPTConfig  # noqa: E402
+from llmcourse.training.batches import get_batch  # noqa: E402
+from llmcourse.training.loop import TrainConfig, configure_optimizer  # noqa: E402
 
 # name: (n_layer, n_head, n_embd, block_size, batch_size)
 SHAPES = {

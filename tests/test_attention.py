@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from torch import nn
+
+from llmcourse.nn.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 
 ATOL = 1e-5
 

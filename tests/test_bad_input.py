@@ -11,25 +11,21 @@ import re
 
 import pytest
 import torch
-from llmcourse.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
-from llmcourse.kv_cache import KVCache
-from llmcourse.layers import (
-    Block,
-    CausalSelfAttention,
-    FeedForward,
-    LayerNorm,
-    gelu_tanh,
-    layer_norm,
-)
-from llmcourse.model import GPT, GPTConfig, parameter_count
-from llmcourse.positional import (
+from torch import nn
+
+from llmcourse.models.gpt import GPT, GPTConfig, parameter_count
+from llmcourse.nn.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from llmcourse.nn.block import Block, CausalSelfAttention
+from llmcourse.nn.feedforward import FeedForward, gelu_tanh
+from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.norms import LayerNorm, layer_norm
+from llmcourse.nn.positional import (
     LearnedPositions,
     RotaryEmbedding,
     apply_rope,
     rope_cos_sin,
     sinusoidal_positions,
 )
-from torch import nn
 
 E = re.escape
 NAN = float("nan")

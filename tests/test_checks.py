@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
-import llmcourse.checks
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from llmcourse.checks import CheckFailed, ch00, compare
 
 # ---------------------------------------------------------------- compare
@@ -115,11 +113,6 @@ def test_compare_integer_tensors_exact():
         compare(lambda t: t.argsort(descending=True), torch.argsort, [(x,)], name="argsort")
 
 
-def test_checks_docstring_example_runs():
-    result = doctest.testmod(llmcourse.checks)
-    assert result.attempted > 0 and result.failed == 0
-
-
 # ---------------------------------------------------------------- chapter 00 references
 
 
@@ -140,11 +133,6 @@ def test_ch00_references_match_torch(shape, scale, seed):
 def test_ch00_temperature_rejects_nonpositive():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         ch00.softmax_with_temperature(torch.zeros(3), 0.0)
-
-
-def test_ch00_doctests_run():
-    result = doctest.testmod(ch00)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------- chapter 00 checkers

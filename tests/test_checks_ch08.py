@@ -1,24 +1,21 @@
 """Chapter 08 checkers: each passes the course's solution (and an independently written one)
 and fails the usual mistakes. The top-p and repetition-penalty checkers compare with
 ``transformers``' own logits processors, so passing them also checks the course's
-``llmcourse.sampling`` against code no one here wrote."""
+``llmcourse.decoding.processors`` against code no one here wrote."""
 
 from __future__ import annotations
-
-import doctest
 
 import pytest
 import torch
 from checker_helpers import assert_check_fails as fails
+
 from llmcourse.checks import ch08
-from llmcourse.metrics import distinct_n
-from llmcourse.sampling import apply_repetition_penalty, top_p_filter
+from llmcourse.decoding.metrics import distinct_n
+from llmcourse.decoding.processors import apply_repetition_penalty, top_p_filter
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 NEG_INF = float("-inf")
-
-
 
 
 # ---------------------------------------------------------------- top-p
@@ -224,8 +221,3 @@ def test_learner_modifying_inputs_in_place_does_not_change_the_reference():
         return top_p_filter(scores, p)
 
     fails(ch08.check_top_p_filter, in_place, "✗ top_p_filter")
-
-
-def test_module_doctest():
-    result = doctest.testmod(ch08, verbose=False)
-    assert result.attempted > 0 and result.failed == 0

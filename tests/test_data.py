@@ -1,4 +1,5 @@
-"""llmcourse.data: the corpus, the split by work, the character tokenizer, streams, batches."""
+"""llmcourse.text.corpus: the corpus, the split by work, the character tokenizer, streams,
+batches."""
 
 from __future__ import annotations
 
@@ -6,18 +7,19 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.data import (
+
+from llmcourse.text.bpe import EOT, ByteLevelBPE
+from llmcourse.text.chars import CharTokenizer
+from llmcourse.text.corpus import (
     CHAR_SEPARATOR,
     VALIDATION_WORKS,
-    CharTokenizer,
-    get_batch,
     load_works,
     nats_per_char,
     split_works,
     strip_gutenberg,
     token_stream,
 )
-from llmcourse.tokenizer import EOT, ByteLevelBPE
+from llmcourse.training.batches import get_batch
 
 
 @pytest.fixture(scope="module")
@@ -247,11 +249,3 @@ def test_nats_per_char_counts_the_same_total_information():
 def test_nats_per_char_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         nats_per_char(*args)
-
-
-def test_doctests():
-    import doctest
-
-    import llmcourse.data
-
-    assert doctest.testmod(llmcourse.data).failed == 0

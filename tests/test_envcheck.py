@@ -1,4 +1,4 @@
-"""The environment check (llmcourse.envcheck)."""
+"""The environment check (llmcourse.course.envcheck)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from llmcourse import envcheck
-from llmcourse.envcheck import CheckResult, environment_report, pinned_versions, print_report
+
+from llmcourse.course import envcheck
+from llmcourse.course.envcheck import (
+    CheckResult,
+    environment_report,
+    pinned_versions,
+    print_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["python", "torch", "transformers", "tokenizers"]
@@ -104,14 +110,14 @@ def test_cuda_build_without_gpu_fails(monkeypatch):
 
 
 def test_assets_module_missing_is_reported_not_raised(monkeypatch):
-    monkeypatch.setitem(sys.modules, "llmcourse.assets", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "llmcourse.core.assets", None)  # import now raises ImportError
     check = _by_name(environment_report())["assets"]
     assert not check.ok and not check.required
     assert "unavailable" in check.detail
 
 
 def _fake_assets(monkeypatch, status: dict[str, object], where: Path) -> None:
-    mod = types.ModuleType("llmcourse.assets")
+    mod = types.ModuleType("llmcourse.core.assets")
     mod.ASSETS = dict.fromkeys(status, None)
 
     def verify(name: str) -> bool:
@@ -122,7 +128,7 @@ def _fake_assets(monkeypatch, status: dict[str, object], where: Path) -> None:
 
     mod.verify = verify
     mod.cache_dir = lambda: where
-    monkeypatch.setitem(sys.modules, "llmcourse.assets", mod)
+    monkeypatch.setitem(sys.modules, "llmcourse.core.assets", mod)
 
 
 def test_assets_all_verified(monkeypatch):

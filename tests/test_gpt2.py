@@ -1,4 +1,5 @@
-"""``llmcourse.gpt2.load_gpt2``: a folder written by ``transformers``' own ``save_pretrained``
+"""``llmcourse.course.gpt2.load_gpt2``: a folder written by ``transformers``' own
+``save_pretrained``
 loads with equal logits; offline (``HF_HUB_OFFLINE=1`` or a hub that does not answer) it says
 so in one line and loads the fallback checkpoint, quickly; the online path with the download
 stood in for; bad names and damaged checkpoints are refused by name. No test touches the
@@ -11,13 +12,15 @@ import shutil
 import socket
 import time
 
-import llmcourse.gpt2 as gpt2
 import pytest
 import torch
-from llmcourse.gpt2 import course_checkpoint, hub_reachable, load_gpt2
-from llmcourse.model import GPT, GPTConfig
-from llmcourse.tokenizer import ByteLevelBPE
 from safetensors.torch import load_file, save_file
+
+import llmcourse.course.gpt2 as gpt2
+from llmcourse.core import files
+from llmcourse.course.gpt2 import course_checkpoint, hub_reachable, load_gpt2
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.text.bpe import ByteLevelBPE
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -109,7 +112,6 @@ def test_no_network_falls_back(checkpoint, monkeypatch, capsys):
 def test_online_path_converts_the_hub_model(checkpoint, monkeypatch, capsys):
     """With the hub "reachable", the download is transformers' from_pretrained (stood in for
     by the local model) and the tokenizer files come from hf_hub_download."""
-    import huggingface_hub
     import transformers
 
     folder, hf, tok = checkpoint
@@ -117,8 +119,7 @@ def test_online_path_converts_the_hub_model(checkpoint, monkeypatch, capsys):
     monkeypatch.setattr(gpt2, "hub_reachable", lambda timeout: (True, ""))
     monkeypatch.setattr(transformers.GPT2LMHeadModel, "from_pretrained",
                         classmethod(lambda cls, name: asked.append(name) or hf))
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
-                        lambda repo, filename: str(folder / filename))
+    monkeypatch.setattr(gpt2, "hf_hub_download", lambda repo, filename: str(folder / filename))
     model, tokenizer = load_gpt2("openai-community/gpt2")
     assert asked == ["openai-community/gpt2"]
     assert capsys.readouterr().out == ""
@@ -200,13 +201,14 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     folder, _, _ = checkpoint
     monkeypatch.delenv(gpt2.FALLBACK_ENV, raising=False)
     monkeypatch.setattr(gpt2, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(files, "REPO_ROOT", tmp_path)
     with pytest.raises(ValueError, match="found no checkpoint under data/checkpoints/"):
         course_checkpoint()
     root = tmp_path / "data" / "checkpoints"
     shutil.copytree(folder, root / "shakespeare")
     (root / "notes").mkdir()  # a folder without config.json is not a checkpoint
     assert course_checkpoint() == root / "shakespeare"
-    assert gpt2._shown(course_checkpoint()) == "data/checkpoints/shakespeare"
+    assert files.shown(course_checkpoint()) == "data/checkpoints/shakespeare"
     shutil.copytree(folder, root / "another")
     with pytest.raises(ValueError, match="2 checkpoints"):
         course_checkpoint()

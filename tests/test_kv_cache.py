@@ -7,9 +7,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.kv_cache import KVCache
-from llmcourse.layers import Block, CausalSelfAttention
-from llmcourse.model import GPT, GPTConfig
+
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.nn.block import Block, CausalSelfAttention
+from llmcourse.nn.kv_cache import KVCache
 
 ATOL = 1e-5
 

@@ -12,16 +12,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.attention import causal_mask, scaled_dot_product_attention
-from llmcourse.layers import (
-    Block,
-    CausalSelfAttention,
-    FeedForward,
-    LayerNorm,
-    gelu_tanh,
-    layer_norm,
-)
 from torch import nn
+
+from llmcourse.nn.attention import causal_mask, scaled_dot_product_attention
+from llmcourse.nn.block import Block, CausalSelfAttention
+from llmcourse.nn.feedforward import FeedForward, gelu_tanh
+from llmcourse.nn.norms import LayerNorm, layer_norm
 
 ATOL = 1e-5
 

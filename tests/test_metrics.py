@@ -1,18 +1,18 @@
-"""``llmcourse.metrics``: n-gram measures against independent counts and properties; the mean
+"""``llmcourse.decoding.metrics``: n-gram measures against independent counts and properties; the
+mean
 log-likelihood against ``transformers``' own loss on the same weights."""
 
 from __future__ import annotations
 
-import doctest
 from collections import Counter
 
-import llmcourse.metrics as metrics_module
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.metrics import distinct_n, mean_log_likelihood, ngrams, repetition_rate
-from llmcourse.model import GPT, GPTConfig
+
+from llmcourse.decoding.metrics import distinct_n, mean_log_likelihood, ngrams, repetition_rate
+from llmcourse.models.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -147,8 +147,3 @@ def test_mean_log_likelihood_bad_input(models):
         mean_log_likelihood(model, ids, attention_mask=torch.tensor([[0, 0, 1]]))
     with pytest.raises(ValueError, match="vocabulary"):
         mean_log_likelihood(model, torch.tensor([[1, 500]]))
-
-
-def test_docstring_examples():
-    result = doctest.testmod(metrics_module)
-    assert result.attempted > 0 and result.failed == 0

@@ -9,7 +9,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from llmcourse.positional import (
+
+from llmcourse.nn.positional import (
     LearnedPositions,
     RotaryEmbedding,
     apply_rope,

@@ -11,9 +11,10 @@ import pytest
 import transformers  # conftest.py has set HF_HUB_OFFLINE: we only load local folders
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from llmcourse.assets import asset_dir
-from llmcourse.bpe_teaching import get_stats, merge, train_bpe_naive
-from llmcourse.tokenizer import EOT, ByteLevelBPE, bytes_to_unicode
+
+from llmcourse.core.assets import asset_dir
+from llmcourse.text.bpe import EOT, ByteLevelBPE, bytes_to_unicode
+from llmcourse.text.bpe_teaching import get_stats, merge, train_bpe_naive
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

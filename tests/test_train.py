@@ -1,4 +1,5 @@
-"""llmcourse.train and llmcourse.checkpoint: optimizer groups, the schedule against torch's own
+"""llmcourse.training.loop and llmcourse.models.checkpoint: optimizer groups, the schedule against
+torch's own
 schedulers, the loop, exact resume, Hugging Face checkpoints, atomic saves, bad configs, the
 command line."""
 
@@ -10,15 +11,18 @@ import os
 import warnings
 from dataclasses import replace
 
-import llmcourse.checkpoint as ckpt_mod
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llmcourse.checkpoint import load_checkpoint, save_checkpoint
-from llmcourse.model import GPT, GPTConfig, parameter_count
-from llmcourse.tokenizer import EOT, ByteLevelBPE
-from llmcourse.train import (
+from safetensors import safe_open
+
+import llmcourse.models.checkpoint as ckpt_mod
+from llmcourse.models.checkpoint import load_checkpoint, save_checkpoint
+from llmcourse.models.gpt import GPT, GPTConfig, parameter_count
+from llmcourse.text.bpe import EOT, ByteLevelBPE
+from llmcourse.text.load import load_tokenizer
+from llmcourse.training.loop import (
     History,
     TrainConfig,
     configure_optimizer,
@@ -27,7 +31,6 @@ from llmcourse.train import (
     lr_at,
     train,
 )
-from safetensors import safe_open
 
 TINY = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.1)
 CFG = TrainConfig(max_steps=16, batch_size=4, block_size=16, learning_rate=1e-2, min_lr=1e-3,
@@ -213,7 +216,7 @@ def test_resume_continues_the_same_trajectory(stream, tmp_path):
 
     folder = tmp_path / "run"
     train(tiny_model(), stream, stream, cfg, checkpoint_dir=folder, stop_at=8)
-    assert load_checkpoint(folder)[2]["step"] == 8
+    assert load_checkpoint(folder)[1]["step"] == 8
     # A new "process": different weights and different global random state.
     torch.manual_seed(12345)
     torch.rand(100)
@@ -329,7 +332,8 @@ def test_checkpoint_stores_the_tied_matrix_once(bpe, tmp_path):
 def test_checkpoint_roundtrip_in_llmcourse(bpe, tmp_path):
     model = tiny_model(3, replace(TINY, vocab_size=bpe.vocab_size))
     save_checkpoint(tmp_path / "ck", model, tokenizer=bpe, training_state={"step": 7})
-    loaded, tok, state = load_checkpoint(tmp_path / "ck")
+    loaded, state = load_checkpoint(tmp_path / "ck")
+    tok = load_tokenizer(tmp_path / "ck")
     assert loaded.config == model.config  # dropout included
     for (n, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
@@ -369,7 +373,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(bpe, tmp_path, monkey
         save_checkpoint(folder, bpe_model(bpe, seed=2), tokenizer=bpe,
                         training_state={"step": 2})
     monkeypatch.undo()
-    model, _, state = load_checkpoint(folder)
+    model, state = load_checkpoint(folder)
     assert state == {"step": 1}
     assert torch.equal(model.transformer.wte.weight, old.transformer.wte.weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp folder left
@@ -383,9 +387,9 @@ def test_crash_between_the_renames_is_recovered(bpe, tmp_path):
     os.replace(folder, tmp_path / ".ck.previous")
     (tmp_path / ".ck.tmp-abc").mkdir()
     (tmp_path / ".ck.tmp-abc" / "model.safetensors").write_bytes(b"half")
-    assert load_checkpoint(folder)[2] == {"step": 1}
+    assert load_checkpoint(folder)[1] == {"step": 1}
     save_checkpoint(folder, bpe_model(bpe, seed=2), training_state={"step": 2})
-    assert load_checkpoint(folder)[2] == {"step": 2}
+    assert load_checkpoint(folder)[1] == {"step": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
@@ -422,7 +426,7 @@ def test_training_state_is_loaded_without_pickle(bpe, tmp_path):
 
 
 def test_course_preset_fits_the_size_budget():
-    from llmcourse.train_cli import PRESETS
+    from llmcourse.training.cli import PRESETS
 
     for name in ("course", "course-cpu"):
         preset = PRESETS[name]
@@ -432,8 +436,9 @@ def test_course_preset_fits_the_size_budget():
 
 
 def test_cli_tiny_end_to_end(tmp_path, capsys, quiet_transformers):
-    from llmcourse.train_cli import main
     from transformers import GPT2LMHeadModel
+
+    from llmcourse.training.cli import main
 
     out, work = tmp_path / "out", tmp_path / "work"
     assert main(["tiny", "--out", str(out), "--work-dir", str(work), "--max-steps", "6",
@@ -444,23 +449,13 @@ def test_cli_tiny_end_to_end(tmp_path, capsys, quiet_transformers):
             "loss_curve.png", "results.json"} <= names
     assert "training_state.pt" not in names and (work / "training_state.pt").is_file()
     readme = (out / "README.md").read_text()
-    assert "python -m llmcourse.train tiny --out" in readme and "nats/char" in readme
+    assert "python -m llmcourse.training tiny --out" in readme and "nats/char" in readme
     results = json.loads((out / "results.json").read_text())
     assert 0 < results["val_nats_per_char"] < 10
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    model, tok, _ = load_checkpoint(out)
+    model, _ = load_checkpoint(out)
+    tok = load_tokenizer(out)
     hf = GPT2LMHeadModel.from_pretrained(out).eval()
     x = torch.tensor([tok.encode("HAMLET. To be")])
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, model(x)[0], atol=1e-5, rtol=1e-5)
-
-
-def test_doctests():
-    import doctest
-
-    import llmcourse.checkpoint
-    import llmcourse.train
-
-    for module in (llmcourse.train, llmcourse.checkpoint):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -3,7 +3,7 @@
 Each checker runs the learner's function on fixed random cases (drawn from its own seeded
 generator) and compares it with a reference computed another way: heads by ``chunk``/``cat``
 rather than ``view``/``transpose``, the sinusoidal table in float64 straight from the formula,
-and RoPE from :mod:`llmcourse.positional`, itself checked against ``transformers``' Llama
+and RoPE from :mod:`llmcourse.nn.positional`, itself checked against ``transformers``' Llama
 rotary code in ``tests/test_checks_ch01_ch02.py``.
 
 Example:
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from llmcourse.checks import compare
-from llmcourse.positional import apply_rope, rope_cos_sin
+from llmcourse.nn.positional import apply_rope, rope_cos_sin
 
 __all__ = [
     "split_heads", "merge_heads", "sinusoidal_table", "rope",
@@ -135,7 +135,8 @@ def check_sinusoidal_table(fn: Callable[[int, int], torch.Tensor]) -> None:
 
 
 def check_rope(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
-    """Check ``fn(x, base)`` for x (..., T, hd) against :func:`llmcourse.positional.apply_rope`."""
+    """Check ``fn(x, base)`` for x (..., T, hd) against
+    :func:`llmcourse.nn.positional.apply_rope`."""
     gen = torch.Generator().manual_seed(203)
     specs = [((5, 4), 10000.0), ((2, 7, 8), 10000.0), ((1, 2, 9, 16), 100.0),
              ((3, 6, 2), 10.0), ((2, 12, 32), 500000.0)]

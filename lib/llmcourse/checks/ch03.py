@@ -4,13 +4,14 @@ Each checker runs the learner's function on fixed cases (drawn from its own seed
 the notebook's global random state is untouched) and compares the result with code no one here
 wrote: ``torch.nn.functional.layer_norm``, ``torch.nn.TransformerEncoderLayer(norm_first=True)``
 and ``transformers.GPT2LMHeadModel(...).num_parameters()``. The course's solutions are
-:func:`llmcourse.layers.layer_norm`, :func:`pre_ln_block` below and
-:func:`llmcourse.model.parameter_count`; ``tests/test_checks_ch03.py`` checks that they pass and
+:func:`llmcourse.nn.norms.layer_norm`, :func:`pre_ln_block` below and
+:func:`llmcourse.models.gpt.parameter_count`; ``tests/test_checks_ch03.py`` checks that they pass
+and
 that the usual mistakes (unbiased variance, ε outside the square root, post-LN where pre-LN was
 asked, the tied output matrix counted twice) fail.
 
 Example:
-    >>> from llmcourse.layers import layer_norm
+    >>> from llmcourse.nn.norms import layer_norm
     >>> check_layer_norm(layer_norm)
     ✓ layer_norm: 6 case(s) match the reference
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcourse.checks import compare
-from llmcourse.model import GPTConfig
+from llmcourse.models.gpt import GPTConfig
 
 __all__ = ["pre_ln_block", "check_layer_norm", "check_pre_ln_block", "check_parameter_count"]
 

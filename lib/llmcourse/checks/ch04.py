@@ -27,9 +27,9 @@ from typing import Any
 
 import regex
 
-from llmcourse.bpe_teaching import get_stats, merge  # merge is the exercise's reference
 from llmcourse.checks import compare
-from llmcourse.tokenizer import GPT2_SPLIT_PATTERN, ByteLevelBPE
+from llmcourse.text.bpe import GPT2_SPLIT_PATTERN, ByteLevelBPE
+from llmcourse.text.bpe_teaching import get_stats, merge  # merge is the exercise's reference
 
 __all__ = [
     "count_pairs", "merge", "encode_word", "decode",

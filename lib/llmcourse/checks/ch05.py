@@ -5,7 +5,7 @@
 - :func:`get_batch`: random windows of the token stream and their next tokens.
 
 The schedule and the loss are compared with references on fixed cases (the schedule with
-:func:`llmcourse.train.lr_at`, itself tested against torch's own schedulers; the loss with
+:func:`llmcourse.training.loop.lr_at`, itself tested against torch's own schedulers; the loss with
 ``torch.nn.functional.cross_entropy``). ``get_batch`` draws at random, so its checker tests
 properties instead: shapes, contiguous windows, the shift by one, every start reachable
 (the last one included), and reproducibility with a seeded generator.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse.checks import CheckFailed, compare
-from llmcourse.train import TrainConfig, lr_at
+from llmcourse.training.loop import TrainConfig, lr_at
 
 __all__ = [
     "lr_schedule", "cross_entropy", "get_batch",

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from llmcourse.checks import compare
-from llmcourse.model import GPT, GPTConfig
+from llmcourse.models.gpt import GPT, GPTConfig
 
 __all__ = [
     "CONV1D_WEIGHTS", "conv1d_to_linear", "hf_to_course_state_dict", "next_token_top_k",

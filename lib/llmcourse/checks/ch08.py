@@ -5,18 +5,19 @@
 - :func:`check_repetition_penalty`: the CTRL repetition penalty, against ``transformers``'
   ``RepetitionPenaltyLogitsProcessor``;
 - :func:`check_distinct_n`: distinct-n over several texts, against
-  :func:`llmcourse.metrics.distinct_n`.
+  :func:`llmcourse.decoding.metrics.distinct_n`.
 
 Each checker runs the learner's function on fixed cases drawn from its own seeded generator
 (the notebook's global random state is untouched). Some cases are built by hand to catch one
 mistake each: a top-p that drops the token whose probability crosses p, a penalty that divides
 negative scores (which *raises* them), n-grams counted across the boundary between two texts.
-The course's solutions are :func:`llmcourse.sampling.top_p_filter`,
-:func:`llmcourse.sampling.apply_repetition_penalty` and :func:`llmcourse.metrics.distinct_n`;
+The course's solutions are :func:`llmcourse.decoding.processors.top_p_filter`,
+:func:`llmcourse.decoding.processors.apply_repetition_penalty` and
+:func:`llmcourse.decoding.metrics.distinct_n`;
 ``tests/test_checks_ch08.py`` checks that they pass and that the usual mistakes fail.
 
 Example:
-    >>> from llmcourse.sampling import top_p_filter
+    >>> from llmcourse.decoding.processors import top_p_filter
     >>> check_top_p_filter(top_p_filter)
     ✓ top_p_filter: 8 case(s) match the reference
 """
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from llmcourse.checks import compare
-from llmcourse.metrics import distinct_n
+from llmcourse.decoding.metrics import distinct_n
 
 __all__ = ["check_top_p_filter", "check_repetition_penalty", "check_distinct_n"]
 
@@ -150,7 +151,7 @@ def check_repetition_penalty(fn: Callable[[torch.Tensor, torch.Tensor, float],
 
 
 def check_distinct_n(fn: Callable[[list[list[int]], int], float]) -> None:
-    """Check ``fn(texts, n)`` against :func:`llmcourse.metrics.distinct_n`.
+    """Check ``fn(texts, n)`` against :func:`llmcourse.decoding.metrics.distinct_n`.
 
     ``texts`` is a list of token-id lists; the answer is the number of distinct n-grams over
     all texts divided by the number of n-grams over all texts (pooled, not averaged per

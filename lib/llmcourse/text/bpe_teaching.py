@@ -8,7 +8,7 @@ Three small functions are the whole algorithm:
   vocabulary is big enough.
 
 It recounts every pair of the whole text after every merge, so it is far too slow for a real
-corpus; :class:`llmcourse.tokenizer.ByteLevelBPE` learns the same merges with incremental counts
+corpus; :class:`llmcourse.text.bpe.ByteLevelBPE` learns the same merges with incremental counts
 (the tests check that both agree). Here ids 0..255 are simply the byte values.
 
 Example:
@@ -24,7 +24,7 @@ from itertools import pairwise
 
 import regex
 
-from llmcourse.tokenizer import GPT2_SPLIT_PATTERN
+from llmcourse.text.bpe import GPT2_SPLIT_PATTERN
 
 __all__ = ["get_stats", "merge", "train_bpe_naive"]
 

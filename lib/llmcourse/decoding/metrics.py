@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._validate import check_tensor, check_token_ids
+from llmcourse.core.validate import check_tensor, check_token_ids
 
 __all__ = ["ngrams", "repetition_rate", "distinct_n", "mean_log_likelihood"]
 
@@ -113,7 +113,7 @@ def mean_log_likelihood(model: nn.Module, input_ids: torch.Tensor, *, start: int
     """Mean log p(x_t | x_<t) per text, over the tokens at positions t ≥ ``start``.
 
     Args:
-        model: a :class:`llmcourse.model.GPT`.
+        model: a :class:`llmcourse.models.gpt.GPT`.
         input_ids: (B, L) token ids, e.g. ``generate``'s output.
         start: first position scored; pass the prompt length to score only what was
             generated. Position 0 has no context and is never scored.

@@ -56,7 +56,7 @@ def _is_number(x: object) -> bool:
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """Every knob of :func:`llmcourse.generate.generate`, checked once on construction.
+    """Every knob of :func:`llmcourse.decoding.generate.generate`, checked once on construction.
 
     ``eos_token_id`` is normalised to a tuple of ids (empty: no end-of-sequence token), and
     ``pad_token_id`` defaults to the first EOS id, as ``transformers`` does.

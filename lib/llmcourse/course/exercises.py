@@ -15,7 +15,7 @@ outputs and execution counts are cleared, so the copies open clean.
 
 Command line (what ``make exercises`` runs)::
 
-    python -m llmcourse.exercises notebooks exercises
+    python -m llmcourse.course.exercises notebooks exercises
 """
 
 from __future__ import annotations
@@ -146,8 +146,9 @@ def write_exercises(src_dir: str | Path, dst_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m llmcourse.exercises SRC DST``: write the learner copies, report what was done."""
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.exercises",
+    """``python -m llmcourse.course.exercises SRC DST``: write the learner copies, report what was
+    done."""
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.course.exercises",
                                      description="Write learner copies of the course notebooks.")
     parser.add_argument("src", help="folder of notebooks with solutions (notebooks)")
     parser.add_argument("dst", help="folder for the learner copies (exercises)")

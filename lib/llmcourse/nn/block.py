@@ -1,6 +1,5 @@
-"""The parts of a Transformer block: LayerNorm, the GELU feed-forward, causal self-attention,
-and the block itself in its two arrangements (pre-LN as in GPT-2, post-LN as in the original
-Transformer).
+"""Causal self-attention and the Transformer block in its two arrangements (pre-LN as in GPT-2,
+post-LN as in the original Transformer).
 
 Parameter names follow GPT-2's (``ln_1``, ``attn.c_attn``, ``mlp.c_fc`` …) so that a state dict
 converts to Hugging Face's by renaming nothing and transposing the linear weights.
@@ -13,104 +12,23 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_float, check_last_dim, check_positive, check_rank
-from .attention import causal_mask
-from .kv_cache import KVCache
+from llmcourse.core.validate import check_float, check_last_dim, check_positive, check_rank
+from llmcourse.nn.attention import causal_mask
+from llmcourse.nn.feedforward import FeedForward
+from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.norms import LayerNorm
 
-__all__ = ["layer_norm", "LayerNorm", "gelu_tanh", "FeedForward", "CausalSelfAttention", "Block"]
-
-
-def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-               eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm written out (Ba et al., 2016): normalise each vector over its features.
-
-        y = (x − mean(x)) / √(var(x) + ε) · γ + β        (biased variance, as torch uses)
-
-    ``weight`` (γ) and ``bias`` (β) have shape (C,) or are None.
-
-    Example:
-        >>> y = layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), None, None)
-        >>> [round(v, 4) for v in y[0].tolist()]
-        [-1.2247, 0.0, 1.2247]
-    """
-    check_float("x", x)
-    check_rank("x", x, tuple(range(1, 9)), "(..., C)")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if p is not None:
-            check_float(name, p)
-            if p.shape != x.shape[-1:]:
-                raise ValueError(f"{name} must have shape (C,) = ({x.shape[-1]},) to match x "
-                                 f"{tuple(x.shape)}, got {tuple(p.shape)}")
-    mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-    var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1)
-    y = (x - mean) / torch.sqrt(var + eps)  # (..., C)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias. Same math as :func:`layer_norm` (tested equal); the
-    forward uses torch's fused kernel because it is faster."""
-
-    def __init__(self, dim: int, *, bias: bool = True, eps: float = 1e-5) -> None:
-        super().__init__()
-        check_positive("dim", dim)
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` (..., dim) over its last axis."""
-        check_float("x", x)
-        check_last_dim("x", x, self.weight.shape[0], "the LayerNorm's dim")
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-
-
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GELU, tanh approximation (Hendrycks & Gimpel, 2016), the one GPT-2 uses:
-
-        GELU(x) ≈ ½ x (1 + tanh(√(2/π) (x + 0.044715 x³)))
-
-    Example:
-        >>> round(gelu_tanh(torch.tensor(1.0)).item(), 4)
-        0.8412
-    """
-    check_float("x", x)
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-class FeedForward(nn.Module):
-    """Position-wise MLP: expand to 4·C, GELU, project back (applied to each token alone)."""
-
-    def __init__(self, n_embd: int, *, hidden: int | None = None, bias: bool = True,
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        hidden = hidden or 4 * n_embd
-        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) → (..., C)."""
-        check_float("x", x)
-        check_last_dim("x", x, self.c_fc.in_features, "n_embd")
-        h = F.gelu(self.c_fc(x), approximate="tanh")  # (..., 4C); = gelu_tanh, fused
-        return self.dropout(self.c_proj(h))  # (..., C)
+__all__ = ["CausalSelfAttention", "Block"]
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with one fused Q/K/V projection (GPT-2's ``c_attn``).
 
-    Same math as :func:`llmcourse.attention.scaled_dot_product_attention` with a causal mask
+    Same math as :func:`llmcourse.nn.attention.scaled_dot_product_attention` with a causal mask
     (tests check it); the forward calls torch's fused kernel, which is faster and never builds
     the (T, T) score matrix in memory.
     """

@@ -6,12 +6,13 @@ installed with the pins in ``pyproject.toml`` and reports the rest of the set-up
 cached assets, offline mode, free disk) as advice.
 
 Example:
-    >>> from llmcourse.envcheck import environment_report
+    >>> from llmcourse.course.envcheck import environment_report
     >>> report = environment_report()
     >>> [r.name for r in report][:2]
     ['python', 'torch']
 
-Run it from a shell with ``python -m llmcourse.envcheck`` (exit status 1 when a required check
+Run it from a shell with ``python -m llmcourse.course.envcheck`` (exit status 1 when a required
+check
 fails).
 """
 
@@ -31,11 +32,13 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from llmcourse.core.files import REPO_ROOT, scrub, shown
+
 __all__ = ["CheckResult", "environment_report", "pinned_versions", "print_report", "main"]
 
 # The repository root when the package is installed editable from lib/llmcourse/.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-_PYPROJECT = _REPO_ROOT / "pyproject.toml"
+
+_PYPROJECT = REPO_ROOT / "pyproject.toml"
 # Packages whose version changes the numbers printed in the notebooks.
 _CORE = ("torch", "transformers", "tokenizers")
 MIN_FREE_GB = 2.0
@@ -178,26 +181,17 @@ def _other_pins_check(pins: dict[str, str]) -> CheckResult:
                        required=False)
 
 
-def _shown(path: Path) -> str:
-    """A path fit for a committed output: relative to the repository, never absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(_REPO_ROOT))
-    except ValueError:
-        return Path(path).name
 
 
-def _scrub(text: str) -> str:
-    """Remove this machine's absolute paths from a message (it may end up in a notebook)."""
-    text = text.replace(str(_REPO_ROOT) + os.sep, "").replace(str(_REPO_ROOT), ".")
-    return text.replace(str(Path.home()), "~")
 
 
 def _assets_check() -> CheckResult:
     # Imported here, not at the top: the report must still work when assets is broken or absent.
     try:
-        assets = importlib.import_module("llmcourse.assets")
+        assets = importlib.import_module("llmcourse.core.assets")
     except ImportError as err:
-        return CheckResult("assets", False, f"llmcourse.assets unavailable ({_scrub(str(err))})",
+        return CheckResult("assets", False,
+                           f"llmcourse.core.assets unavailable ({scrub(str(err))})",
                            required=False)
     names = sorted(getattr(assets, "ASSETS", {}))
     bad = []
@@ -206,13 +200,13 @@ def _assets_check() -> CheckResult:
             if not assets.verify(name):
                 bad.append(name)
         except Exception as err:  # a missing or corrupt cache reads as "not cached"
-            bad.append(f"{name} ({type(err).__name__}: {_scrub(str(err))})")
+            bad.append(f"{name} ({type(err).__name__}: {scrub(str(err))})")
     try:
-        where = f" in {_shown(assets.cache_dir())}"
+        where = f" in {shown(assets.cache_dir())}"
     except Exception:
         where = ""
     if not names:
-        return CheckResult("assets", False, "llmcourse.assets lists no assets", required=False)
+        return CheckResult("assets", False, "llmcourse.core.assets lists no assets", required=False)
     if bad:
         return CheckResult("assets", False,
                            f"{len(names) - len(bad)}/{len(names)} cached{where}; missing or "
@@ -232,7 +226,7 @@ def _offline_check() -> CheckResult:
 
 
 def _disk_check(min_free_gb: float) -> CheckResult:
-    where = _REPO_ROOT / "data"
+    where = REPO_ROOT / "data"
     while not where.exists() and where != where.parent:
         where = where.parent
     free_gb = shutil.disk_usage(where).free / 1e9
@@ -295,7 +289,7 @@ def print_report(report: list[CheckResult] | None = None) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: print the report, exit 1 when a required check fails."""
     if argv:
-        print("usage: python -m llmcourse.envcheck", file=sys.stderr)
+        print("usage: python -m llmcourse.course.envcheck", file=sys.stderr)
         return 2
     return 0 if print_report() else 1
 

@@ -13,7 +13,7 @@ steps:
 
 ``ByteLevelBPE`` is the fast version the library uses (incremental pair counts for training, a
 cache of chunk -> ids for encoding). The slow, obviously-correct version for reading is in
-:mod:`llmcourse.bpe_teaching`; the tests check that both learn the same merges, and that
+:mod:`llmcourse.text.bpe_teaching`; the tests check that both learn the same merges, and that
 ``ByteLevelBPE`` loaded from GPT-2's own ``vocab.json``/``merges.txt`` gives exactly the ids of
 Hugging Face's GPT-2 tokenizer.
 
@@ -144,7 +144,7 @@ def _learn_merges(
     counts; a merge then rewrites only the words that hold the pair and adjusts only their
     pairs. Heap entries go stale when a count changes; a fresh entry is pushed for the new
     count and a stale one is skipped when popped. Ties go to the smallest pair of ids, the
-    same rule as :func:`llmcourse.bpe_teaching.train_bpe_naive`.
+    same rule as :func:`llmcourse.text.bpe_teaching.train_bpe_naive`.
 
     Returns the merges as (left id, right id) in order, and each token's bytes (index = id).
     A merge whose bytes already exist as a token reuses that id (two merge paths can spell the

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_positive, check_tensor, check_token_ids
-from .kv_cache import KVCache
-from .layers import Block, LayerNorm
+from llmcourse.core.validate import check_positive, check_tensor, check_token_ids
+from llmcourse.nn.block import Block
+from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.norms import LayerNorm
 
 __all__ = ["GPTConfig", "GPT", "parameter_count"]
 

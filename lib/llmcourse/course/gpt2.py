@@ -1,5 +1,5 @@
 """GPT-2 in the course's own code: load OpenAI's weights (or the course checkpoint) into
-:class:`llmcourse.model.GPT`.
+:class:`llmcourse.models.gpt.GPT`.
 
 ``load_gpt2(name_or_path)`` returns ``(model, tokenizer)``:
 
@@ -29,14 +29,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .model import GPT
+from huggingface_hub import hf_hub_download
+
+from llmcourse.core.files import REPO_ROOT, shown
+from llmcourse.models.checkpoint import load_checkpoint
+from llmcourse.models.gpt import GPT
+from llmcourse.text.bpe import ByteLevelBPE
+from llmcourse.text.load import load_tokenizer
 
 __all__ = ["HUB_NAMES", "load_gpt2", "hub_reachable", "course_checkpoint"]
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 HUB_HOST, HUB_PORT = "huggingface.co", 443
 FALLBACK_ENV = "LLMCOURSE_FALLBACK_CHECKPOINT"
-REPO_ROOT = Path(__file__).resolve().parents[2]  # lib/llmcourse/gpt2.py -> the repository
+
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -95,18 +101,9 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
     return found[0]
 
 
-def _shown(folder: Path) -> str:
-    """A path for messages: relative to the repository when inside it (no machine paths)."""
-    try:
-        return folder.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return folder.name
-
-
 def _load_folder(folder: Path) -> tuple[GPT, Any]:
-    from .checkpoint import load_checkpoint
-
-    model, tokenizer, _ = load_checkpoint(folder)
+    model, _ = load_checkpoint(folder)
+    tokenizer = load_tokenizer(folder)
     if tokenizer is None:
         tokenizer = _hf_tokenizer(folder)
     return model, tokenizer
@@ -115,7 +112,7 @@ def _load_folder(folder: Path) -> tuple[GPT, Any]:
 def _hf_tokenizer(source: str | Path) -> Any:
     """transformers' tokenizer for ``source``, or None when there is none to load."""
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # heavy (seconds): only when it is needed
 
         return AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError, ImportError):
@@ -123,20 +120,15 @@ def _hf_tokenizer(source: str | Path) -> Any:
 
 
 def _load_hub(name: str) -> tuple[GPT, Any]:
-    from huggingface_hub import hf_hub_download
+    # transformers takes seconds to import: only when the hub is used.
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(name)
     model = GPT.from_hf(hf).eval()
     del hf
-    try:
-        from .tokenizer import ByteLevelBPE
-
-        vocab = hf_hub_download(name, "vocab.json")
-        hf_hub_download(name, "merges.txt")
-        tokenizer = ByteLevelBPE.load(Path(vocab).parent)
-    except ImportError:
-        tokenizer = _hf_tokenizer(name)
+    vocab = hf_hub_download(name, "vocab.json")
+    hf_hub_download(name, "merges.txt")
+    tokenizer = ByteLevelBPE.load(Path(vocab).parent)
     return model, tokenizer
 
 
@@ -179,5 +171,5 @@ def load_gpt2(name_or_path: str | os.PathLike = "gpt2", *,
             reason = f"download failed: {type(err).__name__}: {first}"
     folder = course_checkpoint(fallback)
     print(f"GPT-2 weights are not reachable ({reason}): using the course checkpoint "
-          f"{_shown(folder)} instead", flush=True)
+          f"{shown(folder)} instead", flush=True)
     return _load_folder(folder)

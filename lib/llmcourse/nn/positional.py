@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validate import check_float, check_positive, check_rank, check_tensor
+from llmcourse.core.validate import check_float, check_positive, check_rank, check_tensor
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_float, check_positive, check_rank
+from llmcourse.core.validate import check_float, check_positive, check_rank
 
 __all__ = ["KVCache"]
 

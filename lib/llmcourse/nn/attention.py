@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from ._validate import check_float, check_positive, check_rank, check_tensor
+from llmcourse.core.validate import check_float, check_positive, check_rank, check_tensor
 
 __all__ = [
     "causal_mask",

@@ -21,11 +21,11 @@ untouched; a crash between the renames leaves it under ``.NAME.previous``, from 
 :func:`load_checkpoint` and the next :func:`save_checkpoint` restore it.
 
 Example:
-    >>> from llmcourse.model import GPT, GPTConfig
+    >>> from llmcourse.models.gpt import GPT, GPTConfig
     >>> import tempfile
     >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
     >>> folder = save_checkpoint(tempfile.mkdtemp() + "/ckpt", model)
-    >>> loaded, tokenizer, state = load_checkpoint(folder)
+    >>> loaded, state = load_checkpoint(folder)
     >>> torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight), state
     (True, None)
 """
@@ -46,7 +46,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .model import GPT, GPTConfig
+from llmcourse.models.gpt import GPT, GPTConfig
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_checkpoint",
            "is_checkpoint"]
@@ -89,7 +89,7 @@ def save_checkpoint(
 
     Args:
         folder: the checkpoint folder; its parent is created if needed.
-        model: a course :class:`~llmcourse.model.GPT` (pre-LN with biases, as GPT-2).
+        model: a course :class:`~llmcourse.models.gpt.GPT` (pre-LN with biases, as GPT-2).
         tokenizer: anything with ``save(folder)`` (ByteLevelBPE, CharTokenizer), or None.
         training_state: a dict of tensors, numbers, strings, lists and dicts, saved with
             ``torch.save`` and read back with ``torch.load(weights_only=True)``.
@@ -171,19 +171,10 @@ def _read_config(path: Path) -> GPTConfig:
     return replace(config, dropout=float(raw.get("resid_pdrop", 0.0)))
 
 
-def _read_tokenizer(folder: Path) -> Any:
-    from .data import CharTokenizer
-    from .tokenizer import ByteLevelBPE
-
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return ByteLevelBPE.load(folder)
-    if (folder / CharTokenizer.FILE).is_file():
-        return CharTokenizer.load(folder)
-    return None
 
 
 def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
-                    ) -> tuple[GPT, Any, dict[str, Any] | None]:
+                    ) -> tuple[GPT, dict[str, Any] | None]:
     """Read a checkpoint written by :func:`save_checkpoint` (or by ``save_pretrained`` of a
     ``GPT2LMHeadModel`` of the course's shape).
 
@@ -215,4 +206,4 @@ def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "
         except Exception as err:  # torch raises several kinds for a damaged or unsafe file
             raise ValueError(f"{folder / STATE_FILE}: unreadable training state ({err})"
                              ) from None
-    return model, _read_tokenizer(folder), state
+    return model, state

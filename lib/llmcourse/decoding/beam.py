@@ -26,8 +26,8 @@ are the same, ties and all:
   tensor the same shape.
 
 Example:
-    >>> from llmcourse.model import GPT, GPTConfig
-    >>> from llmcourse.generate import generate
+    >>> from llmcourse.models.gpt import GPT, GPTConfig
+    >>> from llmcourse.decoding.generate import generate
     >>> model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32))
     >>> generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4, num_beams=3).shape
     torch.Size([1, 7])
@@ -35,14 +35,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from .sampling import DecodingSettings, process_logits
-
-if TYPE_CHECKING:
-    from .generate import Decoder
+from llmcourse.decoding.decoder import Decoder
+from llmcourse.decoding.processors import DecodingSettings, process_logits
 
 __all__ = ["beam_search"]
 

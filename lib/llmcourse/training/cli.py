@@ -1,13 +1,14 @@
 """The command that trains the course's own GPT-2-format checkpoint.
 
-    python -m llmcourse.train course --out data/checkpoints/shakespeare-gpt [--device cuda]
-    python -m llmcourse.train tiny --out /some/folder --max-steps 20      # a quick smoke test
+    python -m llmcourse.training course --out data/checkpoints/shakespeare-gpt [--device cuda]
+    python -m llmcourse.training tiny --out /some/folder --max-steps 20      # a quick smoke test
 
 It trains a byte-level BPE tokenizer on the training works (never on the held-out ones),
-trains a GPT on them with :func:`llmcourse.train.train`, measures the loss over every token of
+trains a GPT on them with :func:`llmcourse.training.loop.train`, measures the loss over every
+token of
 the held-out works (nats per token and per character), and writes the folder ``--out``:
 ``model.safetensors`` + ``config.json`` + tokenizer files (loadable by ``transformers`` and by
-:func:`llmcourse.checkpoint.load_checkpoint`), ``README.md`` (command, config, wall time,
+:func:`llmcourse.models.checkpoint.load_checkpoint`), ``README.md`` (command, config, wall time,
 losses, a sample) and ``loss_curve.png``. The working checkpoint, with the optimizer state for
 ``--resume``, stays in ``--work-dir`` (default ``data/cache/train/<preset>``, git-ignored).
 """
@@ -27,11 +28,18 @@ from typing import Any
 
 import torch
 
-from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
-from .data import VALIDATION_WORKS, load_works, nats_per_char, split_works, token_stream
-from .model import GPT, GPTConfig
-from .tokenizer import EOT, ByteLevelBPE
-from .train import History, TrainConfig, evaluate_stream, train
+from llmcourse.models.checkpoint import is_checkpoint, save_checkpoint
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.text.bpe import EOT, ByteLevelBPE
+from llmcourse.text.corpus import (
+    VALIDATION_WORKS,
+    load_works,
+    nats_per_char,
+    split_works,
+    token_stream,
+)
+from llmcourse.text.load import load_tokenizer
+from llmcourse.training.loop import History, TrainConfig, evaluate_stream, train
 
 __all__ = ["Preset", "PRESETS", "main"]
 
@@ -105,7 +113,7 @@ def _plot(history: History) -> bytes:
 
 def _sample(model: GPT, tokenizer: ByteLevelBPE, prompt: str, n: int, seed: int) -> str:
     """``n`` tokens sampled after ``prompt`` (top-k 40, temperature 0.8), reproducibly."""
-    from .generate import generate
+    from llmcourse.decoding.generate import generate
 
     ids = torch.tensor([tokenizer.encode(prompt)])  # (1, t)
     n = min(n, model.config.block_size - ids.shape[1])
@@ -151,8 +159,10 @@ Software: torch {torch.__version__}, Python {platform.python_version()}.
 ## Load it
 
 ```python
-from llmcourse.checkpoint import load_checkpoint
-model, tokenizer, _ = load_checkpoint("data/checkpoints/{name}")
+from llmcourse.models.checkpoint import load_checkpoint
+from llmcourse.text.load import load_tokenizer
+model, _ = load_checkpoint("data/checkpoints/{name}")
+tokenizer = load_tokenizer("data/checkpoints/{name}")
 
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -176,7 +186,7 @@ tok = AutoTokenizer.from_pretrained("data/checkpoints/{name}")
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.train",
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.training",
                                      description="Train a GPT on the Shakespeare corpus.")
     parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("--out", required=True, help="folder for the finished checkpoint")
@@ -190,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     argv_used = sys.argv[1:] if argv is None else argv
-    command = "python -m llmcourse.train " + shlex.join(argv_used)
+    command = "python -m llmcourse.training " + shlex.join(argv_used)
 
     preset = PRESETS[args.preset]
     overrides = {"device": args.device, "max_minutes": args.max_minutes,
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         works = {k: v[: preset.max_chars_per_work] for k, v in works.items()}
     train_works, val_works = split_works(works)
     if resume:
-        tokenizer = load_checkpoint(work_dir)[1]
+        tokenizer = load_tokenizer(work_dir)
     else:
         tokenizer = ByteLevelBPE.train("\n\n".join(train_works.values()), preset.vocab_size,
                                        special_tokens=(EOT,))

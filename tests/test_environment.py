@@ -127,3 +127,16 @@ def test_a_changed_version_in_environment_yml_would_be_caught():
     assert environment_pins(changed)["torch"] == "0.0.1" != pinned
     dropped = text.replace(f"- torch=={pinned}\n", "")
     assert "torch" not in environment_pins(dropped)
+
+
+def test_jupyterlab_news_popup_is_off_for_the_course():
+    """`make setup` writes JupyterLab's overrides so that `make lab` opens without the
+    "get notified about official Jupyter news?" pop-up. The folder is JupyterLab's own answer."""
+    import json
+
+    from jupyterlab.commands import get_app_dir
+
+    overrides = Path(get_app_dir()) / "settings" / "overrides.json"
+    assert overrides.is_file(), f"{overrides.name} missing: run `make setup`"
+    notification = json.loads(overrides.read_text())["@jupyterlab/apputils-extension:notification"]
+    assert notification["fetchNews"] == "false" and notification["checkForUpdates"] is False

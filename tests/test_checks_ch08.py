@@ -165,6 +165,40 @@ def _distinct(texts, n, *, mean=False, concat=False, off_by_one=False, ignore_n=
     return len(set(everything)) / len(everything)
 
 
+# The checker's five hand-made cases, worked out on paper:
+#   [1 2 3 1 2 3], n=1: {1, 2, 3} of 6 unigrams                              -> 3/6
+#   [1 2 3 1 2 3], n=2: (12)(23)(31)(12)(23): 3 distinct of 5                 -> 3/5
+#   [1 2 1] [2 1 2], n=2: (12)(21) | (21)(12): 2 of 4 (no (12) across the seam) -> 2/4
+#   [5 x8] [1 2 3], n=1: {5, 1, 2, 3} of 11 unigrams                          -> 4/11
+#   [4 7 4 7 4] [9] [1 2 3], n=2: (47)(74)(47)(74) | none | (12)(23)          -> 4/6
+HAND_WORKED = [3 / 6, 3 / 5, 2 / 4, 4 / 11, 4 / 6]
+
+
+def test_distinct_n_checker_expects_the_hand_worked_values():
+    """The checker's reference is the library's own distinct_n, so check what it expects
+    against numbers worked out by hand, not against itself."""
+    cases = ch08._distinct_n_cases()[:len(HAND_WORKED)]
+    for (texts, n), want in zip(cases, HAND_WORKED, strict=True):
+        assert distinct_n(texts, n) == pytest.approx(want, abs=1e-12), (texts, n)
+
+
+def test_distinct_n_checker_expects_an_independent_count_on_every_case():
+    """On the random cases too: the reference equals a plain-Python count written here."""
+    cases = ch08._distinct_n_cases()
+    assert len(cases) == 8 and {n for _, n in cases} == {1, 2, 3, 4}
+    for texts, n in cases:
+        assert distinct_n(texts, n) == pytest.approx(_distinct(texts, n), abs=1e-12), (texts, n)
+
+
+def test_distinct_n_checker_fails_a_reference_off_on_one_case_only():
+    """An answer wrong on a single hand-made case is caught (the checker compares them all)."""
+    def wrong_on_the_seam_case(texts, n):
+        return 0.75 if texts == [[1, 2, 1], [2, 1, 2]] else _distinct(texts, n)
+
+    message = fails(ch08.check_distinct_n, wrong_on_the_seam_case, "✗ distinct_n")
+    assert "case 3 differs" in message
+
+
 @pytest.mark.parametrize("fn", [distinct_n, _distinct], ids=["llmcourse", "python"])
 def test_distinct_n_passes_correct(fn, capsys):
     ch08.check_distinct_n(fn)

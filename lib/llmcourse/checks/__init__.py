@@ -2,7 +2,8 @@
 
 Every checker prints one short pass line, or raises ``AssertionError`` naming the first case
 that differs, what was expected, what came back, and a hint. Chapter-specific checkers live in
-``llmcourse.checks.chNN`` and are built on :func:`compare`.
+``llmcourse.checks.chNN`` and are built on :func:`compare`; each first hands its argument to
+:func:`require_function`, so that passing a function's *result* instead of the function says so.
 
 Example:
     >>> import torch
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["compare", "CheckFailed"]
+__all__ = ["compare", "require_function", "CheckFailed"]
 
 
 class CheckFailed(AssertionError):
@@ -89,6 +90,37 @@ def _same(expected: Any, got: Any, atol: float, rtol: float) -> tuple[bool, str]
         ok = isinstance(got, (int, float)) and abs(got - expected) <= atol + rtol * abs(expected)
         return ok, "values differ"
     return bool(expected == got), "values differ"
+
+
+def require_function(fn: object, name: str, *, function: str | None = None) -> None:
+    """Refuse anything but a function as the learner's answer to checker ``check_{name}``.
+
+    The usual slip is to pass what the function returns (``check_softmax(softmax(x))``): the
+    message says what came instead and how the call should read.
+
+    Args:
+        fn: what the learner passed to the checker.
+        name: the exercise, as in the checker's name ``check_{name}``.
+        function: the function's name in the example call (default: ``name``).
+
+    Raises:
+        TypeError: ``fn`` is not callable; names its type and value and the expected call.
+
+    Example:
+        >>> require_function(abs, "softmax")                   # a function: nothing to say
+        >>> require_function(0.5, "softmax")
+        Traceback (most recent call last):
+        ...
+        TypeError: check_softmax() needs your function, got float: 0.5; pass the function ...
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be the exercise's name (a non-empty str), got {name!r}")
+    if callable(fn):
+        return
+    example = f"check_{name}({function or name})"
+    raise TypeError(f"check_{name}() needs your function, got {type(fn).__name__}: "
+                    f"{_describe(fn, 80)}; pass the function itself, e.g. {example}, "
+                    "without calling it")
 
 
 def compare(

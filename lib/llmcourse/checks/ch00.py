@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 
 __all__ = [
     "softmax", "softmax_with_temperature", "log_softmax", "entropy",
@@ -97,6 +97,7 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     Cases include large logits, where a softmax that forgets to subtract the maximum gives
     ``nan``, and 2-D+ shapes, where a softmax over the wrong axis gives different numbers.
     """
+    require_function(fn, "softmax")
     gen = torch.Generator().manual_seed(0)
     compare(fn, lambda x: torch.softmax(x, dim=-1), _cases(gen), name="softmax",
             hint="normalize over the last axis (dim=-1) and subtract the row maximum "
@@ -105,6 +106,7 @@ def check_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
 def check_softmax_with_temperature(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Check ``fn(logits, T)`` against ``torch.softmax(logits / T, dim=-1)`` for several T."""
+    require_function(fn, "softmax_with_temperature")
     gen = torch.Generator().manual_seed(1)
     temps = [1.0, 0.5, 2.0, 0.1, 10.0, 0.7]
     cases = [(x, t) for (x,), t in zip(_cases(gen), temps, strict=True)]
@@ -119,6 +121,7 @@ def check_log_softmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     The large-logit cases make ``torch.log(softmax(x))`` fail: probabilities that underflow
     to 0 give ``-inf`` where the true value is a finite, very negative number.
     """
+    require_function(fn, "log_softmax")
     gen = torch.Generator().manual_seed(2)
     compare(fn, lambda x: torch.log_softmax(x, dim=-1), _cases(gen), name="log_softmax",
             atol=1e-4, hint="compute x - logsumexp(x), with the row maximum taken out before exp")
@@ -130,6 +133,7 @@ def check_entropy(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     Cases include rows where some probabilities underflow to 0 (their term must count as 0,
     not ``0 * -inf = nan``) and masked ``-inf`` logits.
     """
+    require_function(fn, "entropy")
     gen = torch.Generator().manual_seed(3)
     compare(fn, lambda x: torch.distributions.Categorical(logits=x).entropy(), _cases(gen),
             name="entropy", atol=1e-4,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 
 __all__ = [
     "attention", "causal_mask", "padded_attention",
@@ -106,6 +106,7 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
     Cases: a single sequence (T, d), a batch, a batch of heads (B, h, T, d), cross-attention
     with T_q ≠ T_k and d_v ≠ d_k (where a softmax over the wrong axis shows), and float64.
     """
+    require_function(fn, "attention")
     gen = torch.Generator().manual_seed(101)
     cases = [
         _qkv(gen, (), 4, 4, 8, 8),
@@ -122,6 +123,7 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
 
 def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> None:
     """Check ``fn(t)`` returns the (t, t) boolean mask with True on and below the diagonal."""
+    require_function(fn, "causal_mask")
     cases = [(t,) for t in (1, 2, 3, 5, 8)]
 
     def learner(t: int) -> torch.Tensor:
@@ -144,6 +146,7 @@ def check_padded_attention(
     Every case has some sequence shorter than the batch's length, so a mask that keeps one
     padding key too many (``<=`` for ``<``) or masks the queries instead of the keys shows.
     """
+    require_function(fn, "padded_attention")
     gen = torch.Generator().manual_seed(102)
     shapes = [((2,), 4, 4, 8, 8, [2, 4]), ((3,), 5, 5, 4, 6, [5, 1, 3]),
               ((2,), 3, 6, 16, 4, [6, 2]), ((4,), 6, 6, 8, 8, [1, 2, 3, 4])]

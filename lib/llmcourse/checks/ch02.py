@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 from llmcourse.nn.positional import apply_rope, rope_cos_sin
 
 __all__ = [
@@ -97,6 +97,7 @@ def _split_reference(x: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
     """Check ``fn(x, n_head)``: (B, T, E) → (B, n_head, T, E / n_head), consecutive features."""
+    require_function(fn, "split_heads")
     gen = torch.Generator().manual_seed(201)
     shapes = [(1, 2, 4, 2), (2, 5, 12, 3), (3, 4, 16, 4), (2, 7, 8, 1), (1, 3, 6, 6)]
     cases = [(torch.randn(b, t, e, generator=gen), h) for b, t, e, h in shapes]
@@ -107,6 +108,7 @@ def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
 
 def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(x)``: (B, n_head, T, hd) → (B, T, n_head·hd), head 0's features first."""
+    require_function(fn, "merge_heads")
     gen = torch.Generator().manual_seed(202)
     shapes = [(1, 2, 2, 2), (2, 3, 5, 4), (3, 4, 4, 4), (2, 1, 7, 8), (1, 6, 3, 1)]
     cases = [(torch.randn(*s, generator=gen),) for s in shapes]
@@ -128,6 +130,7 @@ def check_sinusoidal_table(fn: Callable[[int, int], torch.Tensor]) -> None:
 
     The tolerance (1e-4) admits float32 round-off at the larger positions, nothing more.
     """
+    require_function(fn, "sinusoidal_table")
     cases = [(1, 2), (4, 4), (10, 8), (50, 16), (64, 6), (7, 128)]
     compare(fn, _sinusoidal_float64, cases, name="sinusoidal_table", atol=1e-4, rtol=1e-4,
             hint="column 2i is sin(pos / 10000**(2i/dim)) and column 2i+1 the cos of the same "
@@ -137,6 +140,7 @@ def check_sinusoidal_table(fn: Callable[[int, int], torch.Tensor]) -> None:
 def check_rope(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Check ``fn(x, base)`` for x (..., T, hd) against
     :func:`llmcourse.nn.positional.apply_rope`."""
+    require_function(fn, "rope")
     gen = torch.Generator().manual_seed(203)
     specs = [((5, 4), 10000.0), ((2, 7, 8), 10000.0), ((1, 2, 9, 16), 100.0),
              ((3, 6, 2), 10.0), ((2, 12, 32), 500000.0)]

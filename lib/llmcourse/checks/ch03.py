@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 from llmcourse.models.gpt import GPTConfig
 
 __all__ = ["pre_ln_block", "check_layer_norm", "check_pre_ln_block", "check_parameter_count"]
@@ -53,12 +53,6 @@ def pre_ln_block(x: torch.Tensor, ln_1: Sublayer, attn: Sublayer, ln_2: Sublayer
     return h + mlp(ln_2(h))  # (B, T, C)
 
 
-def _require_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"expected your function, got {type(fn).__name__}; pass the function "
-                        "itself, without calling it")
-
-
 # ------------------------------------------------------------------------------ layer_norm
 
 
@@ -71,7 +65,7 @@ def check_layer_norm(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, flo
     1/C), inputs with a tiny spread (where ε must sit inside the square root), a large ε (a
     hard-coded 1e-5 fails) and float64.
     """
-    _require_callable(fn)
+    require_function(fn, "layer_norm")
     gen = torch.Generator().manual_seed(30)
 
     def case(shape: tuple[int, ...], scale: float = 1.0, shift: float = 0.0, eps: float = 1e-5,
@@ -158,7 +152,7 @@ def check_pre_ln_block(fn: Callable[[torch.Tensor, Sublayer, Sublayer, Sublayer,
     A post-LN block, a block without one of the residual connections, or one that adds the
     sublayer to the *normalised* input gives different numbers.
     """
-    _require_callable(fn)
+    require_function(fn, "pre_ln_block")
     gen = torch.Generator().manual_seed(31)
     cases, oracle = [], {}
     for b, t, c, n_head, shift in [(2, 5, 16, 2, 0.0), (3, 8, 32, 4, 2.0), (1, 1, 24, 3, 0.0),
@@ -195,7 +189,7 @@ _COUNT_CONFIGS = [
 def _hf_num_parameters(cfg: GPTConfig) -> int:
     """``GPT2LMHeadModel(cfg.to_hf()).num_parameters()``, built on the meta device (shapes,
     no memory, no initialisation), so that even large configs count in milliseconds."""
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel  # heavy (seconds): only when needed
     from transformers.utils import logging
 
     verbosity = logging.get_verbosity()
@@ -214,7 +208,7 @@ def check_parameter_count(fn: Callable[[GPTConfig], int]) -> None:
     Counting the tied output matrix a second time, leaving out the LayerNorms' γ and β, the
     biases, the final LayerNorm or the position embeddings each gives a different number.
     """
-    _require_callable(fn)
+    require_function(fn, "parameter_count")
     cases = [(cfg,) for cfg in _COUNT_CONFIGS]
     compare(fn, _hf_num_parameters, cases, name="parameter_count",
             hint="count wte once (lm_head is tied to it, not a second matrix), and include wpe, "

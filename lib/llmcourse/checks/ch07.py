@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 from llmcourse.models.gpt import GPT, GPTConfig
 
 __all__ = [
@@ -104,12 +104,6 @@ def next_token_top_k(logits: torch.Tensor, k: int, temperature: float = 1.0
     return torch.topk(probs, k, dim=-1)  # (B, k), (B, k)
 
 
-def _require_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"expected your function, got {type(fn).__name__}; pass the function "
-                        "itself, without calling it")
-
-
 def _own_rng(check: Callable[..., None]) -> Callable[..., None]:
     """Run a checker without disturbing the global random state (``nn.Linear``, ``GPT`` and
     ``Conv1D`` all initialise their weights from it, the learner's code may draw too)."""
@@ -126,7 +120,7 @@ def _own_rng(check: Callable[..., None]) -> Callable[..., None]:
 
 
 def _random_conv1d(nx: int, nf: int, gen: torch.Generator) -> nn.Module:
-    from transformers.pytorch_utils import Conv1D
+    from transformers.pytorch_utils import Conv1D  # heavy (seconds): only when needed
 
     conv = Conv1D(nf, nx)
     with torch.no_grad():
@@ -144,7 +138,7 @@ def check_conv1d_to_linear(fn: Callable[[nn.Module], nn.Linear]) -> None:
     weight copied without its transpose, or reshaped with ``view``/``reshape`` instead of
     transposed, has the right shape and the wrong numbers.
     """
-    _require_callable(fn)
+    require_function(fn, "conv1d_to_linear")
     gen = torch.Generator().manual_seed(70)
     cases = []
     for nx, nf, shape in [(8, 24, (5,)), (16, 16, (3,)), (32, 8, (2, 4)), (12, 48, (2, 3)),
@@ -183,7 +177,7 @@ class _Case:
     """A random ``GPT2LMHeadModel``, some token ids and its logits (the expected answer)."""
 
     def __init__(self, cfg: GPTConfig, gen: torch.Generator) -> None:
-        from transformers import GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel  # heavy (seconds): only when needed
         from transformers.utils import logging
 
         verbosity = logging.get_verbosity()
@@ -225,7 +219,7 @@ def check_state_dict_conversion(fn: Callable[[dict[str, torch.Tensor]],
     untransposed ``c_attn`` or ``c_fc`` fails to load (shape mismatch); an untransposed
     ``attn.c_proj``, which is square, loads and gives wrong logits.
     """
-    _require_callable(fn)
+    require_function(fn, "state_dict_conversion", function="hf_to_course_state_dict")
     gen = torch.Generator().manual_seed(71)
     cases = [(_Case(cfg, gen),) for cfg in _STATE_CONFIGS]
 
@@ -250,6 +244,7 @@ def check_state_dict_conversion(fn: Callable[[dict[str, torch.Tensor]],
 
 def _hf_top_k(logits: torch.Tensor, k: int, temperature: float
               ) -> tuple[torch.Tensor, torch.Tensor]:
+    # transformers is heavy (seconds to import): imported only when a check needs it.
     from transformers.generation.logits_process import TemperatureLogitsWarper
 
     scores = TemperatureLogitsWarper(temperature)(None, logits[:, -1, :])  # (B, V)
@@ -265,7 +260,7 @@ def check_next_token_top_k(fn: Callable[[torch.Tensor, int, float],
     Cases: several batch sizes and sequence lengths (the first position is not the last),
     k from 1 to the whole vocabulary, temperatures 0.5, 1 and 2, and float64 logits.
     """
-    _require_callable(fn)
+    require_function(fn, "next_token_top_k")
     gen = torch.Generator().manual_seed(72)
 
     def case(b: int, t: int, v: int, k: int, temperature: float, scale: float = 2.0,

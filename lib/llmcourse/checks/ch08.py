@@ -29,18 +29,12 @@ from typing import Any
 
 import torch
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 from llmcourse.decoding.metrics import distinct_n
 
 __all__ = ["check_top_p_filter", "check_repetition_penalty", "check_distinct_n"]
 
 NEG_INF = float("-inf")
-
-
-def _require_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"expected your function, got {type(fn).__name__}; pass the function "
-                        "itself, without calling it")
 
 
 def _logits_of(probs: Sequence[float], order: Sequence[int]) -> torch.Tensor:
@@ -54,7 +48,7 @@ def _logits_of(probs: Sequence[float], order: Sequence[int]) -> torch.Tensor:
 
 
 def _hf_top_p(scores: torch.Tensor, p: float) -> torch.Tensor:
-    from transformers import TopPLogitsWarper
+    from transformers import TopPLogitsWarper  # heavy (seconds): only when needed
 
     return TopPLogitsWarper(top_p=p)(None, scores.clone())  # (B, V)
 
@@ -71,7 +65,7 @@ def check_top_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Non
     alone exceeds p, rows that already hold ``-inf`` (top-k ran first), a 4096-token row and
     float64.
     """
-    _require_callable(fn)
+    require_function(fn, "top_p_filter")
     gen = torch.Generator().manual_seed(80)
 
     def randn(*shape: int, scale: float = 1.0, dtype: torch.dtype = torch.float32
@@ -102,7 +96,7 @@ def check_top_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Non
 
 def _hf_repetition_penalty(scores: torch.Tensor, input_ids: torch.Tensor,
                            penalty: float) -> torch.Tensor:
-    from transformers import RepetitionPenaltyLogitsProcessor
+    from transformers import RepetitionPenaltyLogitsProcessor  # heavy: only when needed
 
     return RepetitionPenaltyLogitsProcessor(penalty=penalty)(input_ids, scores.clone())
 
@@ -120,7 +114,7 @@ def check_repetition_penalty(fn: Callable[[torch.Tensor, torch.Tensor, float],
     *raises* it), repeat tokens (penalised once, not once per occurrence), use a penalty
     below 1 (which rewards repeats), a seen token whose score is exactly 0, and float64.
     """
-    _require_callable(fn)
+    require_function(fn, "repetition_penalty", function="apply_repetition_penalty")
     gen = torch.Generator().manual_seed(81)
 
     def case(b: int, v: int, length: int, penalty: float, *, low: int = 0,
@@ -150,6 +144,27 @@ def check_repetition_penalty(fn: Callable[[torch.Tensor, torch.Tensor, float],
 # ------------------------------------------------------------------------------ distinct-n
 
 
+def _distinct_n_cases() -> list[tuple[list[list[int]], int]]:
+    """The ``(texts, n)`` cases of :func:`check_distinct_n`: five by hand, three drawn from a
+    seeded generator (the tests work the hand-made ones out on paper)."""
+    gen = torch.Generator().manual_seed(82)
+
+    def texts(count: int, vocab: int, longest: int) -> list[list[int]]:
+        lengths = torch.randint(longest // 2, longest + 1, (count,), generator=gen).tolist()
+        return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+    return [
+        ([[1, 2, 3, 1, 2, 3]], 1),
+        ([[1, 2, 3, 1, 2, 3]], 2),
+        ([[1, 2, 1], [2, 1, 2]], 2),  # the seam would add a bigram (1, 2)
+        ([[5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 3]], 1),  # per-text mean 0.5625, pooled 4/11
+        ([[4, 7, 4, 7, 4], [9], [1, 2, 3]], 2),  # [9] has no bigram
+        (texts(4, 5, 30), 3),
+        (texts(3, 3, 20), 4),
+        (texts(6, 50, 40), 1),
+    ]
+
+
 def check_distinct_n(fn: Callable[[list[list[int]], int], float]) -> None:
     """Check ``fn(texts, n)`` against :func:`llmcourse.decoding.metrics.distinct_n`.
 
@@ -161,24 +176,8 @@ def check_distinct_n(fn: Callable[[list[list[int]], int], float]) -> None:
     the pooled ratio), texts whose concatenation would create new n-grams at the seams, a
     text shorter than n, and every n from 1 to 4.
     """
-    _require_callable(fn)
-    gen = torch.Generator().manual_seed(82)
-
-    def texts(count: int, vocab: int, longest: int) -> list[list[int]]:
-        lengths = torch.randint(longest // 2, longest + 1, (count,), generator=gen).tolist()
-        return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
-
-    cases = [
-        ([[1, 2, 3, 1, 2, 3]], 1),
-        ([[1, 2, 3, 1, 2, 3]], 2),
-        ([[1, 2, 1], [2, 1, 2]], 2),  # the seam would add a bigram (1, 2)
-        ([[5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 3]], 1),  # per-text mean 0.5625, pooled 4/11
-        ([[4, 7, 4, 7, 4], [9], [1, 2, 3]], 2),  # [9] has no bigram
-        (texts(4, 5, 30), 3),
-        (texts(3, 3, 20), 4),
-        (texts(6, 50, 40), 1),
-    ]
-    compare(fn, distinct_n, cases, name="distinct_n", atol=1e-9, rtol=1e-9,
+    require_function(fn, "distinct_n")
+    compare(fn, distinct_n, _distinct_n_cases(), name="distinct_n", atol=1e-9, rtol=1e-9,
             hint="collect the n-grams (tuples of n consecutive tokens) of each text separately, "
                  "then divide the size of the set of all of them by their total count, pooled "
                  "over texts; a text of L tokens has max(L - n + 1, 0) n-grams")

@@ -31,7 +31,7 @@ from typing import Any
 
 from huggingface_hub import hf_hub_download
 
-from llmcourse.core.files import REPO_ROOT, shown
+from llmcourse.core.files import REPO_ROOT, recover_folder, shown
 from llmcourse.models.checkpoint import load_checkpoint
 from llmcourse.models.gpt import GPT
 from llmcourse.text.bpe import ByteLevelBPE
@@ -82,13 +82,16 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
     """
     chosen = fallback if fallback is not None else os.environ.get(FALLBACK_ENV) or None
     if chosen is not None:
-        folder = Path(chosen)
+        folder = recover_folder(chosen)
         if not (folder / "config.json").is_file():
             raise ValueError(f"fallback checkpoint {folder} has no config.json; expected a "
                              "folder in Hugging Face GPT-2 format")
         return folder
     root = REPO_ROOT / "data" / "checkpoints"
-    found = sorted(p for p in root.glob("*") if (p / "config.json").is_file()) \
+    for backup in root.glob(".*.previous"):  # a save killed between its renames left these
+        recover_folder(root / backup.name.removeprefix(".").removesuffix(".previous"))
+    # Dot-folders are a save's temporary or backup folders, never a checkpoint to use.
+    found = sorted(p for p in root.glob("[!.]*") if (p / "config.json").is_file()) \
         if root.is_dir() else []
     if len(found) != 1:
         what = "no checkpoint" if not found else f"{len(found)} checkpoints " \
@@ -154,7 +157,7 @@ def load_gpt2(name_or_path: str | os.PathLike = "gpt2", *,
     """
     if not isinstance(name_or_path, str | os.PathLike):
         raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
-    path = Path(name_or_path)
+    path = recover_folder(name_or_path)  # as every reader of a checkpoint folder does
     if path.is_dir():
         return _load_folder(path)
     name = str(name_or_path)

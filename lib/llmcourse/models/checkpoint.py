@@ -16,9 +16,12 @@ says ``tie_word_embeddings: true`` so ``transformers`` re-ties it on load, and s
 
 **Atomic.** Every file goes into a fresh temporary folder beside the target; only when all are
 written and flushed to disk does the folder swap in, by two renames: old → ``.NAME.previous``,
-new → ``NAME``, then the old is deleted. A crash while writing leaves the old checkpoint
-untouched; a crash between the renames leaves it under ``.NAME.previous``, from which
-:func:`load_checkpoint` and the next :func:`save_checkpoint` restore it.
+new → ``NAME``, then the old is deleted (:func:`llmcourse.core.files.staging_folder`). A crash
+or a full disk while writing leaves the old checkpoint untouched (a full disk is reported as
+:class:`~llmcourse.core.files.NoSpaceError`, naming the file); a crash between the renames
+leaves it under ``.NAME.previous``, from which every reader (:func:`load_checkpoint`,
+:func:`is_checkpoint`, ``load_tokenizer``, ``load_gpt2``) and the next :func:`save_checkpoint`
+restore it with :func:`~llmcourse.core.files.recover_folder`.
 
 Example:
     >>> from llmcourse.models.gpt import GPT, GPTConfig
@@ -34,10 +37,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from llmcourse.core.files import recover_folder, report_full_disk, staging_folder
 from llmcourse.models.gpt import GPT, GPTConfig
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_checkpoint",
@@ -54,25 +56,22 @@ __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_c
 MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "training_state.pt"
 _TIED = "lm_head.weight"
 _STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, STATE_FILE})  # not to be overwritten by extras
 
 
-def _backup(folder: Path) -> Path:
-    return folder.with_name(f".{folder.name}.previous")
-
-
-def _recover(folder: Path) -> None:
-    """Undo a save that crashed between its two renames: the old checkpoint comes back."""
-    backup = _backup(folder)
-    if not folder.exists() and backup.is_dir():
-        os.replace(backup, folder)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _check_tokenizer(tokenizer: Any, model_vocab: int) -> None:
+    """Refuse a tokenizer that cannot be saved or that makes ids the model has no row for."""
+    size = getattr(tokenizer, "vocab_size", None)
+    if not callable(getattr(tokenizer, "save", None)) or isinstance(size, bool) or \
+            not isinstance(size, int):
+        raise TypeError(f"tokenizer must have save(folder) and an integer vocab_size (as "
+                        f"ByteLevelBPE and CharTokenizer do), got {type(tokenizer).__name__}")
+    # Fewer tokens than the model's rows is fine (GPT-2 pads its vocabulary for speed); more
+    # would make ids that the embedding has no row for.
+    if size > model_vocab:
+        raise ValueError(f"the tokenizer has {size} tokens but the model's vocab_size is "
+                         f"{model_vocab}: ids {model_vocab}..{size - 1} would have no "
+                         "embedding; build the model with vocab_size >= the tokenizer's")
 
 
 def save_checkpoint(
@@ -107,52 +106,45 @@ def save_checkpoint(
     if training_state is not None and dtype != torch.float32:
         raise ValueError("a checkpoint with training_state must store float32 weights, so that "
                          f"resuming continues exactly; got dtype={dtype}")
+    if tokenizer is not None:
+        _check_tokenizer(tokenizer, model.config.vocab_size)
+    for name in extra_files or {}:
+        if not isinstance(name, str) or Path(name).name != name or name.startswith(".") \
+                or name in _RESERVED:
+            raise ValueError(f"extra file name {name!r} must be a plain file name other than "
+                             f"{', '.join(sorted(_RESERVED))}")
     hf_config = model.config.to_hf()  # refuses configs GPT-2 cannot express
     hf_config.architectures = ["GPT2LMHeadModel"]
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _recover(folder)
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a crashed save
-        shutil.rmtree(stale, ignore_errors=True)
+    folder = recover_folder(folder)
+    intact = "the previous checkpoint is intact" if folder.is_dir() else \
+        "no checkpoint was written"
 
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
+    # Everything goes into a temporary folder that replaces `folder` only when complete.
+    with staging_folder(folder, intact) as tmp:
+
+        def write(name: str, writer: Callable[[Path], object]) -> None:
+            with report_full_disk(folder / name, intact):  # names the file, not the temp one
+                writer(tmp / name)
+
         tensors = model.to_hf_state_dict()
         tensors.pop(_TIED, None)  # tied to transformer.wte.weight: stored once
-        tensors = {k: v.to("cpu", dtype).contiguous() for k, v in tensors.items()}
-        save_file(tensors, tmp / MODEL_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(hf_config.to_json_string(), encoding="utf-8")
+        tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+        write(MODEL_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+        write(CONFIG_FILE, lambda path: path.write_text(hf_config.to_json_string(),
+                                                        encoding="utf-8"))
         if tokenizer is not None:
-            tokenizer.save(tmp)
+            tokenizer.save(tmp)  # several files: a full disk names the folder
         if training_state is not None:
-            torch.save(dict(training_state), tmp / STATE_FILE)
+            write(STATE_FILE, lambda path: torch.save(dict(training_state), path))
         for name, content in (extra_files or {}).items():
-            if Path(name).name != name or name.startswith("."):
-                raise ValueError(f"extra file name {name!r} must be a plain file name")
             data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-            (tmp / name).write_bytes(data)
-        for p in tmp.iterdir():
-            p.chmod(0o644)  # mkstemp/mkdtemp make private files; a checkpoint is for sharing
-            _fsync(p)
-        tmp.chmod(0o755)
-        backup = _backup(folder)
-        if folder.exists():
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(folder, backup)
-        os.replace(tmp, folder)  # the commit point
-        shutil.rmtree(backup, ignore_errors=True)
-        _fsync(folder.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _recover(folder)
-        raise
+            write(name, lambda path, data=data: path.write_bytes(data))
     return folder
 
 
 def is_checkpoint(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a model (``model.safetensors`` and ``config.json``)."""
-    folder = Path(folder)
-    _recover(folder)
+    folder = recover_folder(folder)
     return (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file()
 
 
@@ -178,13 +170,13 @@ def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "
     """Read a checkpoint written by :func:`save_checkpoint` (or by ``save_pretrained`` of a
     ``GPT2LMHeadModel`` of the course's shape).
 
+    The tokenizer is read separately, by :func:`llmcourse.text.load.load_tokenizer`.
+
     Returns:
-        ``(model, tokenizer, training_state)``: a float32 GPT in eval mode on ``device``; the
-        tokenizer (ByteLevelBPE or CharTokenizer) or None if the folder has none; the training
-        state dict or None.
+        ``(model, training_state)``: a float32 GPT in eval mode on ``device``; the training
+        state dict, or None when the folder has none.
     """
-    folder = Path(folder)
-    _recover(folder)
+    folder = recover_folder(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such checkpoint folder")
     missing = [n for n in (MODEL_FILE, CONFIG_FILE) if not (folder / n).is_file()]

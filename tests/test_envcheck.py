@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 
 from llmcourse.course import envcheck
 from llmcourse.course.envcheck import (
@@ -64,6 +67,10 @@ def test_pins_read_from_pyproject_match_installed_metadata():
 def test_pinned_versions_parsing(tmp_path):
     path = _pyproject(tmp_path, ["Foo_Bar==1.2", "baz>=2", "qux", "torch==9.9.9"])
     assert pinned_versions(path) == {"foo-bar": "1.2", "torch": "9.9.9"}
+    # Names as PEP 503 normalises them: case, runs of "-", "_" and "." all fold to one "-".
+    path = _pyproject(tmp_path, ["Zope.Interface==5", "typing__extensions==4", "PyYAML==6"])
+    assert pinned_versions(path) == {"zope-interface": "5", "typing-extensions": "4",
+                                     "pyyaml": "6"}
     with pytest.raises(ValueError, match="not found"):
         pinned_versions(tmp_path / "missing.toml")
     bad = _pyproject(tmp_path, ["not a requirement ==="])
@@ -84,12 +91,32 @@ def test_version_mismatch_fails_a_required_check(tmp_path, capsys):
     assert "✗ transformers" in out and "required check(s) failed: transformers" in out
 
 
-def test_torch_local_build_label_matches_pin(tmp_path):
+def test_torch_local_build_label_matches_pin(tmp_path, monkeypatch):
+    """torch says "2.13.0+cpu" (or "+cu128"): the label names the build, so it matches the pin
+    2.13.0; another release does not. The build is fixed to CPU here so that the version alone
+    decides, whichever torch this machine has."""
+    monkeypatch.setattr(torch.version, "cuda", None)
     public = torch.__version__.split("+")[0]
     report = _by_name(environment_report(_pyproject(tmp_path, [f"torch=={public}"])))
-    assert report["torch"].ok or torch.version.cuda is not None
+    assert report["torch"].ok, report["torch"].detail
+    assert f"{torch.__version__} (pinned {public}); CPU build" in report["torch"].detail
     other = _by_name(environment_report(_pyproject(tmp_path, ["torch==1.0.0"])))
     assert not other["torch"].ok
+    assert "installed but the course pins 1.0.0" in other["torch"].detail
+
+
+@pytest.mark.parametrize(("installed", "pin", "same"), [
+    ("2.13.0+cpu", "2.13.0", True),
+    ("2.13.0+cu128", "2.13.0", True),
+    ("2.13.0", "2.13.0", True),
+    ("2.13.1+cpu", "2.13.0", False),
+    ("2.13.0rc1", "2.13.0", False),
+    ("2.13", "2.13.0", True),  # the same version, written shorter
+    ("not-a-version", "not-a-version", True),
+    ("not-a-version", "2.13.0", False),
+])
+def test_version_match_ignores_only_the_local_build_label(installed, pin, same):
+    assert envcheck._matches(installed, pin) is same
 
 
 def test_python_requirement(tmp_path):
@@ -150,10 +177,30 @@ def test_assets_missing_or_broken(monkeypatch):
 
 
 def test_offline_flag(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: the report follows its switch.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     assert "is set" in _by_name(environment_report())["offline mode"].detail
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     assert "not set" in _by_name(environment_report())["offline mode"].detail
+
+
+@pytest.mark.parametrize(("variables", "offline"), [
+    ({"HF_HUB_OFFLINE": "1"}, True),
+    ({"HF_HUB_OFFLINE": "true"}, True),
+    ({"TRANSFORMERS_OFFLINE": "1"}, True),  # the hub honours transformers' name too
+    ({"HF_HUB_OFFLINE": "0"}, False),
+    ({}, False),
+])
+def test_offline_flag_from_the_environment(variables, offline):
+    """In a fresh process, as a learner starts it: the variable as huggingface_hub reads it."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    code = "from llmcourse.course import envcheck; print(envcheck._offline_check().detail)"
+    run = subprocess.run([sys.executable, "-c", code], env={**env, **variables},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("HF_HUB_OFFLINE is set" if offline
+                                 else "HF_HUB_OFFLINE is not set"), run.stdout
 
 
 def test_disk_threshold():

@@ -12,8 +12,7 @@ Example:
     ['python', 'torch']
 
 Run it from a shell with ``python -m llmcourse.course.envcheck`` (exit status 1 when a required
-check
-fails).
+check fails).
 """
 
 from __future__ import annotations
@@ -28,15 +27,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants as hub_constants
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from llmcourse.core.files import REPO_ROOT, scrub, shown
 
 __all__ = ["CheckResult", "environment_report", "pinned_versions", "print_report", "main"]
-
-# The repository root when the package is installed editable from lib/llmcourse/.
 
 _PYPROJECT = REPO_ROOT / "pyproject.toml"
 # Packages whose version changes the numbers printed in the notebooks.
@@ -59,10 +58,6 @@ class CheckResult:
     ok: bool
     detail: str
     required: bool = True
-
-
-def _normalize(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _read_project(pyproject: Path | None) -> tuple[list[str], str | None]:
@@ -100,7 +95,7 @@ def pinned_versions(pyproject: Path | str | None = None) -> dict[str, str]:
             raise ValueError(f"unreadable dependency {line!r} in pyproject: {err}") from None
         specs = list(req.specifier)
         if len(specs) == 1 and specs[0].operator == "==":
-            pins[_normalize(req.name)] = specs[0].version
+            pins[canonicalize_name(req.name)] = specs[0].version
     return pins
 
 
@@ -113,8 +108,8 @@ def _installed(name: str) -> str | None:
 
 def _matches(installed: str, pin: str) -> bool:
     # torch reports "2.13.0+cpu": the local label names the build, not a different release.
-    try:
-        return Version(installed).public == Version(pin).public
+    try:  # compared as versions, so "2.13" == "2.13.0"
+        return Version(Version(installed).public) == Version(Version(pin).public)
     except InvalidVersion:
         return installed == pin
 
@@ -142,7 +137,7 @@ def _python_check(requires: str | None) -> CheckResult:
 
 def _torch_check(pins: dict[str, str]) -> CheckResult:
     base = _version_check("torch", pins)
-    try:
+    try:  # imported here: the report must still run, and say so, when torch is missing or broken
         import torch
     except ImportError as err:
         return CheckResult("torch", False, f"cannot import torch: {err}")
@@ -158,8 +153,10 @@ def _torch_check(pins: dict[str, str]) -> CheckResult:
 
 
 def _threads_check() -> CheckResult:
-    import torch
-
+    try:  # imported here, as in _torch_check: a broken torch is reported, not raised
+        import torch
+    except ImportError as err:
+        return CheckResult("cpu threads", False, f"cannot import torch: {err}", required=False)
     threads, cores = torch.get_num_threads(), os.cpu_count() or 0
     detail = f"torch uses {threads} thread(s) on {cores} logical CPU(s)"
     if threads < 2 and cores >= 2:
@@ -179,10 +176,6 @@ def _other_pins_check(pins: dict[str, str]) -> CheckResult:
         return CheckResult("other pins", False, "; ".join(off), required=False)
     return CheckResult("other pins", True, f"{len(pins) - len(_CORE)} other pinned packages match",
                        required=False)
-
-
-
-
 
 
 def _assets_check() -> CheckResult:
@@ -216,8 +209,9 @@ def _assets_check() -> CheckResult:
 
 
 def _offline_check() -> CheckResult:
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    if value.strip().lower() in {"1", "true", "yes", "on"}:
+    # huggingface_hub's own switch, read once when it is imported (HF_HUB_OFFLINE, or
+    # TRANSFORMERS_OFFLINE, set to 1/true/yes/on): what the hub client will actually do here.
+    if hub_constants.is_offline_mode():
         detail = "HF_HUB_OFFLINE is set: the hub is never contacted (GPT-2 chapter uses the "
         detail += "course checkpoint)"
     else:

@@ -238,3 +238,36 @@ def test_course_notebooks_strip_cleanly(tmp_path):
                 if not any(line.lstrip().startswith(("%", "!")) for line in
                            cell.source.splitlines()):
                     ast.parse(cell.source)
+
+
+def test_interrupted_write_keeps_the_previous_copy(tmp_path, monkeypatch):
+    """Each learner copy is written atomically: a failure half-way through writing leaves
+    the copy from the previous run, byte for byte, and no temporary file."""
+    src, dst = tmp_path / "notebooks", tmp_path / "exercises"
+    src.mkdir()
+    nbformat.write(_synthetic_notebook(), src / "00_toy.ipynb")
+    write_exercises(src, dst)
+    before = (dst / "00_toy.ipynb").read_bytes()
+    (src / "00_toy.ipynb").write_text((src / "00_toy.ipynb").read_text().replace("Title", "New"))
+
+    def half_then_fail(nb, fh, *args, **kwargs):
+        fh.write(nbformat.writes(nb)[:40])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ex.nbformat, "write", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_exercises(src, dst)
+    assert (dst / "00_toy.ipynb").read_bytes() == before
+    assert sorted(p.name for p in dst.iterdir()) == ["00_toy.ipynb"]
+
+
+def test_folder_errors_show_no_absolute_path(tmp_path, capsys):
+    with pytest.raises(ValueError) as err:
+        write_exercises(tmp_path / "missing", tmp_path / "out")
+    assert "'missing' does not exist" in str(err.value) and str(tmp_path) not in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError) as err:
+        write_exercises(tmp_path / "empty", tmp_path / "out")
+    assert str(err.value) == "no .ipynb notebooks found in 'empty'"
+    assert ex.main([str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
+    assert str(tmp_path) not in capsys.readouterr().err

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
+
+from llmcourse.core.files import atomic_file, shown
 
 __all__ = ["BEGIN", "END", "REPLACEMENT", "strip_solutions", "strip_notebook", "write_exercises",
            "main"]
@@ -102,17 +102,6 @@ def strip_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbforma
     return learner
 
 
-def _write_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            nbformat.write(nb, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_exercises(src_dir: str | Path, dst_dir: str | Path) -> list[Path]:
     """Write a learner copy of every ``*.ipynb`` in ``src_dir`` into ``dst_dir``.
 
@@ -128,19 +117,20 @@ def write_exercises(src_dir: str | Path, dst_dir: str | Path) -> list[Path]:
     """
     src, dst = Path(src_dir), Path(dst_dir)
     if not src.is_dir():
-        raise ValueError(f"source folder {str(src)!r} does not exist; expected the notebooks/ "
+        raise ValueError(f"source folder {shown(src)!r} does not exist; expected the notebooks/ "
                          "folder")
     if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"destination {str(dst)!r} is the source folder: it would overwrite the "
-                         "solutions; choose another folder, e.g. exercises/")
+        raise ValueError(f"destination {shown(dst)!r} is the source folder: it would overwrite "
+                         "the solutions; choose another folder, e.g. exercises/")
     paths = sorted(src.glob("*.ipynb"))
     if not paths:
-        raise ValueError(f"no .ipynb notebooks found in {str(src)!r}")
+        raise ValueError(f"no .ipynb notebooks found in {shown(src)!r}")
     copies = [(p.name, strip_notebook(nbformat.read(p, as_version=4), p.name)) for p in paths]
     dst.mkdir(parents=True, exist_ok=True)
     written = []
     for name, nb in copies:
-        _write_atomic(nb, dst / name)
+        with atomic_file(dst / name, "w", encoding="utf-8") as fh:
+            nbformat.write(nb, fh)
         written.append(dst / name)
     return written
 
@@ -158,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(written)} learner notebook(s) to {args.dst}/")
+    print(f"wrote {len(written)} learner notebook(s) to {shown(args.dst)}/")
     return 0
 
 

@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-import torch
+from llmcourse.core.files import write_text_atomic
+from llmcourse.text.ids import token_id_list
 
 __all__ = ["Tokenizer", "CharTokenizer"]
-
-# Held out for validation, by file stem (`hamlet_gut.txt` → "hamlet"): two tragedies' worth of
-# drama in different registers (Hamlet, Henry V), a comedy (Twelfth Night), and verse (Sonnets).
-VALIDATION_WORKS: tuple[str, ...] = ("hamlet", "twelfth_night", "henry_v", "sonnets")
-# Between works in a character stream: a blank line, which the texts already use between scenes.
 
 
 class Tokenizer(Protocol):
@@ -50,13 +45,20 @@ class CharTokenizer:
     FILE = "char_vocab.json"
 
     def __init__(self, chars: Iterable[str], unknown: str | None = None) -> None:
+        if isinstance(chars, (bytes, bytearray)) or not isinstance(chars, Iterable):
+            raise TypeError(f"chars must be a str or an iterable of single characters, got "
+                            f"{type(chars).__name__}")
         chars = list(chars)
         if not chars:
             raise ValueError("a CharTokenizer needs at least one character")
-        if any(not isinstance(c, str) or len(c) != 1 for c in chars):
-            raise ValueError("chars must be single characters")
+        bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
+        if bad is not None:
+            raise ValueError(f"chars must be single characters, got {bad!r}")
         if len(set(chars)) != len(chars):
-            raise ValueError("chars must be distinct")
+            dup = next(c for c in chars if chars.count(c) > 1)
+            raise ValueError(f"chars must be distinct; {dup!r} appears {chars.count(dup)} times")
+        if unknown is not None and not isinstance(unknown, str):
+            raise TypeError(f"unknown must be a character or None, got {type(unknown).__name__}")
         if unknown is not None and unknown not in chars:
             raise ValueError(f"unknown={unknown!r} must be a character of the vocabulary (or "
                              "None to refuse unknown characters)")
@@ -94,44 +96,51 @@ class CharTokenizer:
         return [self.stoi.get(c, fallback) for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of ``ids`` (a list or a 1-D tensor)."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size:
-                raise ValueError(f"token id {i!r} is outside the vocabulary [0, "
-                                 f"{self.vocab_size})")
-            out.append(self.chars[i])
-        return "".join(out)
+        """The text of ``ids``: a list or tuple of ints, or a 1-D numpy array or torch tensor
+        of an integer dtype. Anything else (a 2-D batch, floats, an id outside the vocabulary)
+        is a ``TypeError``/``ValueError`` saying what was wrong.
+
+        Example:
+            >>> import torch
+            >>> CharTokenizer.from_text("ab").decode(torch.tensor([1, 0]))
+            'ba'
+        """
+        chars = self.chars
+        return "".join([chars[i] for i in token_id_list(ids, len(chars))])
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``char_vocab.json`` into ``folder`` (created if needed), atomically."""
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"folder must be a path (str or os.PathLike), got "
+                            f"{type(folder).__name__}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"chars": "".join(self.chars), "unknown": self.unknown},
-                          ensure_ascii=False)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.FILE}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, folder / self.FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(folder / self.FILE, json.dumps(
+            {"chars": "".join(self.chars), "unknown": self.unknown}, ensure_ascii=False))
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> CharTokenizer:
         """Read what :meth:`save` wrote."""
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"folder must be a path (str or os.PathLike), got "
+                            f"{type(folder).__name__}")
         path = Path(folder) / cls.FILE
         if not path.is_file():
             raise ValueError(f"{path}: file not found; expected a CharTokenizer's {cls.FILE}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["chars"], data["unknown"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a CharTokenizer file ({err!r})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); expected a CharTokenizer "
+                             "file") from None
+        if not isinstance(data, dict) or not isinstance(data.get("chars"), str) or \
+                not isinstance(data.get("unknown", None), (str, type(None))):
+            raise ValueError(f"{path}: expected a JSON object with \"chars\" (a string) and "
+                             f"\"unknown\" (a character or null), got {str(data)[:80]}")
+        try:
+            return cls(data["chars"], data.get("unknown"))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a valid CharTokenizer file ({err})") from None
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size}, unknown={self.unknown!r})"

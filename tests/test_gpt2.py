@@ -19,8 +19,10 @@ from safetensors.torch import load_file, save_file
 import llmcourse.course.gpt2 as gpt2
 from llmcourse.core import files
 from llmcourse.course.gpt2 import course_checkpoint, hub_reachable, load_gpt2
+from llmcourse.models.checkpoint import load_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.text.bpe import ByteLevelBPE
+from llmcourse.text.load import load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -217,3 +219,46 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     assert course_checkpoint() == root / "another"
     with pytest.raises(ValueError, match="no config.json"):
         course_checkpoint(tmp_path)
+
+
+def _interrupt_swap(folder):
+    """What a save killed between its two renames leaves: the old checkpoint under
+    ``.NAME.previous`` and the new one, complete or not, in a temporary folder."""
+    backup = files.backup_of(folder)
+    folder.rename(backup)
+    partial = folder.with_name(f".{folder.name}.tmp-x1y2")
+    partial.mkdir(exist_ok=True)
+    (partial / "config.json").write_text("{")  # half written
+    return backup
+
+
+@pytest.mark.parametrize("reader", ["load_gpt2", "load_checkpoint", "load_tokenizer"])
+def test_every_loader_recovers_an_interrupted_save(checkpoint, tmp_path, reader):
+    folder, hf, tok = checkpoint
+    ck = _copy(folder, tmp_path)
+    backup = _interrupt_swap(ck)
+    if reader == "load_gpt2":
+        model, loaded_tok = load_gpt2(ck)
+        _logits_equal(model, hf, tok.vocab_size)
+    elif reader == "load_checkpoint":
+        _logits_equal(load_checkpoint(ck)[0], hf, tok.vocab_size)
+    else:
+        assert load_tokenizer(ck).encode("To be") == tok.encode("To be")
+    assert ck.is_dir() and not backup.exists()
+
+
+def test_course_checkpoint_recovers_an_interrupted_save(checkpoint, tmp_path, monkeypatch):
+    folder, hf, tok = checkpoint
+    monkeypatch.delenv(gpt2.FALLBACK_ENV, raising=False)
+    monkeypatch.setattr(gpt2, "REPO_ROOT", tmp_path)
+    root = tmp_path / "data" / "checkpoints"
+    root.mkdir(parents=True)
+    shutil.copytree(folder, root / "shakespeare")
+    _interrupt_swap(root / "shakespeare")
+    # Neither the backup nor the half-written temporary folder counts as a second checkpoint.
+    assert course_checkpoint() == root / "shakespeare"
+    assert sorted(p.name for p in root.iterdir()) == [".shakespeare.tmp-x1y2", "shakespeare"]
+    # An explicit fallback folder is recovered too.
+    _interrupt_swap(root / "shakespeare")
+    assert course_checkpoint(root / "shakespeare") == root / "shakespeare"
+    _logits_equal(load_gpt2(root / "shakespeare")[0], hf, tok.vocab_size)

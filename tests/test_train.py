@@ -5,9 +5,11 @@ command line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import replace
 
@@ -15,9 +17,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 import llmcourse.models.checkpoint as ckpt_mod
+from llmcourse.core.files import NoSpaceError
 from llmcourse.models.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig, parameter_count
 from llmcourse.text.bpe import EOT, ByteLevelBPE
@@ -208,6 +211,27 @@ def test_evaluate_stream_predicts_every_token_once(stream):
     assert loss == pytest.approx(total / 69, rel=1e-5)
 
 
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"block_size": 16, "batch_size": 0}, ValueError,
+     "batch_size must be a positive integer .*got 0"),
+    ({"block_size": 0}, ValueError, "block_size must be a positive integer .*got 0"),
+    ({"block_size": -4}, ValueError, "block_size must be a positive integer .*got -4"),
+    ({"block_size": 16, "batch_size": 2.0}, TypeError, "batch_size must be an int, got float"),
+    ({"block_size": "16"}, TypeError, "block_size must be an int, got str '16'"),
+    ({"block_size": 32}, ValueError, "block_size=32 is above the model's context block_size=16"),
+])
+def test_evaluate_stream_refuses_bad_sizes(stream, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        evaluate_stream(tiny_model(), stream[:100], **kwargs)
+
+
+def test_evaluate_stream_refuses_a_stream_that_is_not_token_ids():
+    with pytest.raises(TypeError, match=r"1-D integer tensor of token ids, got shape \(2, 50\)"):
+        evaluate_stream(tiny_model(), torch.zeros(2, 50, dtype=torch.long), block_size=16)
+    with pytest.raises(TypeError, match="1-D integer tensor of token ids, got list"):
+        evaluate_stream(tiny_model(), [1, 2, 3], block_size=16)
+
+
 def test_resume_continues_the_same_trajectory(stream, tmp_path):
     """2N steps straight == N steps, checkpoint, fresh state, N more (dropout on)."""
     cfg = replace(CFG, eval_interval=8)
@@ -257,11 +281,44 @@ def test_resume_refuses_another_model_shape(stream, tmp_path):
     ("warmup_steps", 100, "warmup_steps must be an integer in"),
     ("grad_clip", -1.0, "grad_clip must be >= 0"),
     ("beta2", 1.0, "beta2 must be in"),
-    ("autocast", "int8", "autocast must be"),
+    ("dtype", "int8", "dtype must be one of 'fp32', 'bf16'"),
+    ("dtype", "bfloat16", "dtype must be one of 'fp32', 'bf16'"),
+    ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("learning_rate", math.nan, "learning_rate must be a finite number"),
+    ("grad_clip", math.inf, "grad_clip must be a finite number"),
+    ("max_minutes", 0.0, "max_minutes must be > 0 or None"),
+    ("device", "gpu", "device 'gpu' is not a torch device"),
 ])
 def test_bad_config_is_refused(field, value, match):
     with pytest.raises(ValueError, match=match):
         replace(CFG, **{field: value})
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("learning_rate", "1e-3", "float"),  # a string from a command line or a config file
+    ("weight_decay", "0.1", "float"),
+    ("grad_clip", None, "float"),
+    ("min_lr", [1e-4], "float"),
+    ("beta2", True, "float"),
+    ("max_minutes", "10", "float"),
+    ("max_steps", 100.0, "int"),
+    ("batch_size", "8", "int"),
+    ("block_size", 16.5, "int"),
+    ("warmup_steps", None, "int"),
+    ("eval_interval", True, "int"),
+    ("seed", "1337", "int"),
+])
+def test_config_fields_of_the_wrong_type_are_named(field, value, expected):
+    with pytest.raises(TypeError, match=rf"TrainConfig\.{field} must be an? {expected}.*, got "
+                                        rf"{type(value).__name__} {re.escape(repr(value))}"):
+        replace(CFG, **{field: value})
+
+
+def test_config_accepts_ints_for_floats_and_numpy_numbers():
+    np = pytest.importorskip("numpy")
+    cfg = replace(CFG, learning_rate=1, min_lr=0, grad_clip=np.float64(0.5),
+                  max_steps=np.int64(16))
+    assert lr_at(0, cfg) == pytest.approx(1 / 3)
 
 
 def test_context_above_the_models_is_refused(stream):
@@ -391,6 +448,109 @@ def test_crash_between_the_renames_is_recovered(bpe, tmp_path):
     save_checkpoint(folder, bpe_model(bpe, seed=2), training_state={"step": 2})
     assert load_checkpoint(folder)[1] == {"step": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_tokenizer_larger_than_the_model_is_refused(bpe, tmp_path):
+    small = tiny_model(config=replace(TINY, vocab_size=64))
+    with pytest.raises(ValueError, match=rf"the tokenizer has {bpe.vocab_size} tokens but the "
+                                         r"model's vocab_size is 64"):
+        save_checkpoint(tmp_path / "ck", small, tokenizer=bpe)
+    assert not (tmp_path / "ck").exists()
+    # Fewer tokens than the model has rows is fine: GPT-2 pads its vocabulary.
+    big = tiny_model(config=replace(TINY, vocab_size=bpe.vocab_size + 20))
+    save_checkpoint(tmp_path / "ck", big, tokenizer=bpe)
+    assert load_tokenizer(tmp_path / "ck").vocab_size == bpe.vocab_size
+    with pytest.raises(TypeError, match="tokenizer must have save"):
+        save_checkpoint(tmp_path / "ck", big, tokenizer="gpt2")
+
+
+def test_extra_files_cannot_replace_the_checkpoints_own(bpe, tmp_path):
+    with pytest.raises(ValueError, match="extra file name 'config.json' must be a plain file"):
+        save_checkpoint(tmp_path / "ck", bpe_model(bpe), extra_files={"config.json": "{}"})
+    with pytest.raises(ValueError, match="extra file name '../x' must be a plain file"):
+        save_checkpoint(tmp_path / "ck", bpe_model(bpe), extra_files={"../x": "x"})
+    assert not (tmp_path / "ck").exists()
+
+
+# What a full disk raises, as seen on a full tmpfs (torch 2.13, safetensors 0.7, Python).
+TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+SAFETENSORS_FULL = SafetensorError("Error while serializing: I/O error: No space left on device "
+                                   "(os error 28)")
+PYTHON_FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def _disk_fills(error):
+    def write(obj, path, *args, **kwargs):  # a part of the file, then the disk is full
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04 partial")
+        raise error
+    return write
+
+
+@pytest.mark.parametrize("target, writer, error, file", [
+    ("torch", "save", TORCH_FULL, "training_state.pt"),
+    ("ckpt", "save_file", SAFETENSORS_FULL, "model.safetensors"),
+    ("torch", "save", PYTHON_FULL, "training_state.pt"),
+])
+def test_full_disk_names_the_file_and_keeps_the_previous_checkpoint(
+        bpe, tmp_path, monkeypatch, target, writer, error, file):
+    folder = tmp_path / "ck"
+    old = bpe_model(bpe, seed=1)
+    save_checkpoint(folder, old, tokenizer=bpe, training_state={"step": 1})
+    module = ckpt_mod.torch if target == "torch" else ckpt_mod
+    monkeypatch.setattr(module, writer, _disk_fills(error))
+    with pytest.raises(NoSpaceError, match=rf"no space left writing ck/{file}; the previous "
+                                           "checkpoint is intact") as caught:
+        save_checkpoint(folder, bpe_model(bpe, seed=2), tokenizer=bpe,
+                        training_state={"step": 2})
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, OSError)
+    monkeypatch.undo()
+    model, state = load_checkpoint(folder)
+    assert state == {"step": 1}
+    assert torch.equal(model.transformer.wte.weight, old.transformer.wte.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temp folder left
+
+
+def test_full_disk_on_a_first_save_says_nothing_was_written(bpe, tmp_path, monkeypatch):
+    monkeypatch.setattr(ckpt_mod.torch, "save", _disk_fills(TORCH_FULL))
+    with pytest.raises(NoSpaceError, match="writing ck/training_state.pt; no checkpoint was "
+                                           "written"):
+        save_checkpoint(tmp_path / "ck", bpe_model(bpe), training_state={"step": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_while_flushing_names_the_folder(bpe, tmp_path, monkeypatch):
+    """Delayed allocation: the writes succeed and the flush to disk finds no room."""
+    save_checkpoint(tmp_path / "ck", bpe_model(bpe, seed=1), training_state={"step": 1})
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(NoSpaceError, match="writing .*ck; the previous checkpoint is intact"):
+        save_checkpoint(tmp_path / "ck", bpe_model(bpe, seed=2), training_state={"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "ck")[1] == {"step": 1}
+
+
+def test_full_disk_during_training_stops_with_the_last_checkpoint(stream, tmp_path,
+                                                                  monkeypatch):
+    """The state of step 8 cannot be written: the run stops saying so; step 4's is intact."""
+    real_save, calls = torch.save, []
+
+    def save(obj, path, *args, **kwargs):
+        calls.append(obj["step"])
+        if obj["step"] == 8:
+            raise TORCH_FULL
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", save)
+    with pytest.raises(NoSpaceError, match="no space left writing run/training_state.pt; the "
+                                           "previous checkpoint is intact"):
+        train(tiny_model(), stream, stream, CFG, checkpoint_dir=tmp_path / "run")
+    monkeypatch.undo()
+    assert calls == [4, 8]
+    assert load_checkpoint(tmp_path / "run")[1]["step"] == 4
 
 
 def test_load_refuses_what_is_not_a_checkpoint(bpe, tmp_path):

@@ -2,6 +2,7 @@
 
     python -m llmcourse.training course --out data/checkpoints/shakespeare-gpt [--device cuda]
     python -m llmcourse.training tiny --out /some/folder --max-steps 20      # a quick smoke test
+    python -m llmcourse.training course-cpu --out DIR --dtype bf16   # bfloat16 autocast
 
 It trains a byte-level BPE tokenizer on the training works (never on the held-out ones),
 trains a GPT on them with :func:`llmcourse.training.loop.train`, measures the loss over every
@@ -40,6 +41,7 @@ from llmcourse.text.corpus import (
 )
 from llmcourse.text.load import load_tokenizer
 from llmcourse.training.loop import History, TrainConfig, evaluate_stream, train
+from llmcourse.training.precision import DTYPES, fast_bf16
 
 __all__ = ["Preset", "PRESETS", "main"]
 
@@ -144,7 +146,7 @@ works are held out for validation: {", ".join(VALIDATION_WORKS)}.
 | parameters | {model.num_parameters():,} |
 | stored as | {preset.store_dtype} (`model.safetensors`, {r["size_mb"]:.1f} MB) |
 | steps | {history.steps[-1]} of {cfg.max_steps} |
-| wall time | {r["wall_min"]:.1f} min on {r["device"]} |
+| wall time | {r["wall_min"]:.1f} min on {r["device"]}, {r["dtype"]} |
 | held-out loss | **{r["val_nats_per_token"]:.4f} nats/token, \
 {r["val_nats_per_char"]:.4f} nats/char** |
 | held-out text | {r["val_chars"]:,} characters = {r["val_tokens"]:,} tokens |
@@ -195,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="override the preset's max_steps")
     parser.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this")
     parser.add_argument("--resume", action="store_true", help="continue from --work-dir")
-    parser.add_argument("--autocast", choices=["bfloat16"], help="mixed precision (GPU)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES),
+                        help="fp32 (default), or bf16: bfloat16 autocast with float32 master "
+                             "weights (faster on GPUs and on CPUs with AMX/AVX512-BF16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -204,12 +208,18 @@ def main(argv: list[str] | None = None) -> int:
 
     preset = PRESETS[args.preset]
     overrides = {"device": args.device, "max_minutes": args.max_minutes,
-                 "autocast": args.autocast, "compile": args.compile,
+                 "compile": args.compile,
                  "progress": not args.no_progress}
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
         overrides["warmup_steps"] = min(preset.train.warmup_steps, args.max_steps)
+    if args.dtype is not None:
+        overrides["dtype"] = args.dtype
     cfg = replace(preset.train, **overrides)
+    if cfg.dtype == "bf16":
+        fast, why = fast_bf16(cfg.device)
+        if not fast:
+            print(f"note: --dtype bf16 on a device without fast bfloat16 ({why})")
     work_dir = Path(args.work_dir or Path("data/cache/train") / args.preset)
     resume = args.resume and is_checkpoint(work_dir)
     if args.resume and not resume:
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_nats_per_char": nats_per_char(val_loss, n_pred, val_chars),
         "train_tokens": len(train_ids),
         "train_chars": sum(len(t) for t in train_works.values()),
-        "wall_min": wall_min, "device": cfg.device,
+        "wall_min": wall_min, "device": cfg.device, "dtype": cfg.dtype,
         "size_mb": 2 * model.num_parameters() / 1e6 if preset.store_dtype != "float32"
         else 4 * model.num_parameters() / 1e6,
     }

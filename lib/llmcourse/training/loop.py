@@ -33,8 +33,8 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT
 from llmcourse.training.batches import get_batch
+from llmcourse.training.precision import DTYPES, autocast, check_master_weights
 
 __all__ = ["TrainConfig", "History", "configure_optimizer", "lr_at", "estimate_loss",
            "evaluate_stream", "train"]
@@ -73,20 +74,43 @@ class TrainConfig:
     log_interval: int = 10  # record the batch loss (and update the bar) every this many steps
     progress: bool = True  # a tqdm progress bar
     max_minutes: float | None = None  # stop early (with a checkpoint) after this long
-    autocast: str | None = None  # "bfloat16" for mixed precision (on a GPU)
+    dtype: str = "fp32"  # "bf16": bfloat16 autocast, float32 master weights (precision.py)
     compile: bool = False  # torch.compile the model (worth it on a GPU, for long runs)
 
     def __post_init__(self) -> None:
+        # Types first, so that a string from a config file or a command line ("1e-3") is
+        # named here rather than failing as "'>' not supported" deep in a comparison.
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # numpy's ints too
+                raise TypeError(f"TrainConfig.{name} must be an int, got "
+                                f"{type(v).__name__} {v!r}")
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL_FIELDS:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"TrainConfig.{name} must be a float (an int will do), got "
+                                f"{type(v).__name__} {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"TrainConfig.{name} must be a finite number, got {v!r}")
+        for name in ("progress", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TrainConfig.{name} must be True or False, got "
+                                f"{getattr(self, name)!r}")
+        if not isinstance(self.device, str | torch.device):
+            raise TypeError(f"TrainConfig.device must be a str such as 'cpu' or 'cuda', got "
+                            f"{type(self.device).__name__} {self.device!r}")
+
         for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batches",
                      "log_interval"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            if v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or \
-                not 0 <= self.warmup_steps <= self.max_steps:
+        if not 0 <= self.warmup_steps <= self.max_steps:
             raise ValueError(f"warmup_steps must be an integer in [0, max_steps={self.max_steps}]"
                              f", got {self.warmup_steps!r}")
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+        if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.min_lr <= self.learning_rate:
             raise ValueError(f"min_lr must be in [0, learning_rate={self.learning_rate}], got "
@@ -100,9 +124,21 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes!r}")
-        if self.autocast not in (None, "bfloat16", "float16"):
-            raise ValueError(f"autocast must be None, 'bfloat16' or 'float16', got "
-                             f"{self.autocast!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))} (bfloat16 "
+                             f"autocast with float32 master weights), got {self.dtype!r}")
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"device {self.device!r} is not a torch device such as 'cpu', "
+                             f"'cuda' or 'cuda:1' ({err})") from None
+
+
+_INT_FIELDS = ("max_steps", "batch_size", "block_size", "warmup_steps", "eval_interval",
+               "eval_batches", "seed", "log_interval")
+_FLOAT_FIELDS = ("learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
+                 "max_minutes")
+_OPTIONAL_FIELDS = ("max_minutes",)
 
 
 @dataclass
@@ -186,7 +222,27 @@ def evaluate_stream(model: GPT, stream: torch.Tensor, *, block_size: int,
                     batch_size: int = 16) -> tuple[float, int]:
     """Loss over a whole stream, every token predicted once: ``(mean nats per token, number of
     tokens predicted)``. The stream is cut into consecutive windows of ``block_size`` (each
-    window starts with no context, as generation from a prompt of one token does)."""
+    window starts with no context, as generation from a prompt of one token does).
+
+    Example:
+        >>> from llmcourse.models.gpt import GPT, GPTConfig
+        >>> model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8))
+        >>> loss, n = evaluate_stream(model, torch.arange(20) % 16, block_size=8)
+        >>> n, abs(loss - math.log(16)) < 1.0          # 19 predictions, near-uniform at first
+        (19, True)
+    """
+    if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.is_floating_point():
+        raise TypeError(f"stream must be a 1-D integer tensor of token ids, got "
+                        f"{_describe(stream)}")
+    for name, v in (("block_size", block_size), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+        if v <= 0:
+            raise ValueError(f"{name} must be a positive integer (windows of block_size tokens, "
+                             f"batch_size windows at a time), got {v!r}")
+    if block_size > model.config.block_size:
+        raise ValueError(f"block_size={block_size} is above the model's context "
+                         f"block_size={model.config.block_size}")
     n_pred = stream.numel() - 1
     if n_pred < 1:
         raise ValueError(f"stream has {stream.numel()} tokens; need at least 2")
@@ -207,6 +263,12 @@ def evaluate_stream(model: GPT, stream: torch.Tensor, *, block_size: int,
         total += F.cross_entropy(logits[0].float(), rest[1:], reduction="sum").double().cpu()
     model.train(was_training)
     return total.item() / n_pred, n_pred
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"shape {tuple(x.shape)} dtype {x.dtype}"
+    return type(x).__name__
 
 
 def _check_stream(name: str, stream: object, cfg: TrainConfig, vocab_size: int) -> None:
@@ -283,6 +345,7 @@ def train(
         _check_stream(name, s, cfg, model.config.vocab_size)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    check_master_weights(model)  # before anything touches the model
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the "
                          f"model's vocab_size={model.config.vocab_size}")
@@ -298,14 +361,12 @@ def train(
         torch.manual_seed(cfg.seed)
     train_stream, val_stream = train_stream.to(device), val_stream.to(device)
     forward = torch.compile(model) if cfg.compile else model
-    amp = (torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast
-           else nullcontext())
     t0 = time.perf_counter() - (history.elapsed[-1] if history.elapsed else 0.0)
 
     def evaluate_and_save(step: int) -> None:
         kw = dict(batch_size=cfg.batch_size, block_size=cfg.block_size,
                   n_batches=cfg.eval_batches)
-        with amp:
+        with autocast(cfg.dtype, device):
             history.train_loss.append(estimate_loss(model, train_stream, seed=cfg.seed + 1, **kw))
             history.val_loss.append(estimate_loss(model, val_stream, seed=cfg.seed + 2, **kw))
         history.steps.append(step)
@@ -328,7 +389,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, batch_gen)  # (B, T) ×2
-        with amp:
+        with autocast(cfg.dtype, device):  # fp32: no autocast at all
             _, loss = forward(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

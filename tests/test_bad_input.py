@@ -274,18 +274,10 @@ NAN_INPUT = [
                  E("x contains NaN (shape (2, 8))"), id="layer_norm"),
     pytest.param(lambda: layer_norm(_r(2, 8), _nan(8), None), ValueError,
                  E("weight contains NaN (shape (8,))"), id="layer_norm-weight"),
-    pytest.param(lambda: LN(_nan(2, 8)), ValueError, E("x contains NaN (shape (2, 8))"),
-                 id="LayerNorm"),
     pytest.param(lambda: gelu_tanh(_nan(5)), ValueError, E("x contains NaN (shape (5,))"),
                  id="gelu"),
-    pytest.param(lambda: FF(_nan(1, 2, 8)), ValueError, E("x contains NaN (shape (1, 2, 8))"),
-                 id="FF"),
-    pytest.param(lambda: CSA(_nan(1, 2, 8)), ValueError, E("x contains NaN (shape (1, 2, 8))"),
-                 id="CSA"),
-    pytest.param(lambda: BLOCK(_nan(1, 2, 8)), ValueError, E("x contains NaN (shape (1, 2, 8))"),
-                 id="Block"),
-    pytest.param(lambda: _cache().update(0, _nan(1, 2, 1, 4), _r(1, 2, 1, 4)), ValueError,
-                 E("k contains NaN (shape (1, 2, 1, 4))"), id="KVCache"),
+    # LayerNorm, FeedForward, CausalSelfAttention, Block and KVCache.update no longer scan
+    # their values (they run per layer and step): the model checks its input where it enters.
 ]
 
 

@@ -2,7 +2,7 @@
 same
 random weights: greedy and beam search token for token over a grid of settings, sampling with
 the same seed, the processed next-token distribution at every step against HF's own logits
-processors, cached against uncached, the one-token decode step against the model's forward,
+processors, cached against uncached, every one-token decode step against HF's forward,
 and every invalid setting refused.
 
 The number of settings compared with HF is the number of test ids of the ``*_matches_hf``
@@ -18,10 +18,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmcourse.decoding.decoder import DecodeLinear, Decoder
+from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
 from llmcourse.decoding.processors import DecodingSettings, process_logits
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.nn.linear import Linear, is_input_major
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -359,11 +360,10 @@ def test_cached_equals_uncached(models, prompts, eos_ids, setting):
 
 
 def _assert_step_logits_match_hf(model: GPT, hf, ids, mask, steps: int) -> None:
-    """The decoder's logits at every step (prefill, then the flat one-token path over the
+    """The decoder's logits at every step (prefill, then one token at a time over the
     cache) against HF's forward on the whole text."""
     b, t = ids.shape
     decoder = Decoder(model, b, t, max_len=t + steps, attention_mask=mask)
-    assert decoder.fast
     text = ids
     full = mask if mask is not None else torch.ones_like(ids)
     with torch.inference_mode():
@@ -383,7 +383,7 @@ def test_decode_step_logits_match_hf(models, prompts):
 
 
 def test_decode_step_leaves_weights_alone(models, prompts):
-    """The input-major weight copies are private: the model's parameters are unchanged."""
+    """Generating changes no parameter, neither its values nor its layout."""
     model, _ = models
     before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
     generate(model, prompts[0], attention_mask=prompts[1], max_new_tokens=3)
@@ -404,32 +404,39 @@ def test_weights_changed_after_generate_are_used(prompts):
 
 
 @given(out=st.integers(1, 70), inp=st.integers(1, 40), n=st.integers(1, 5),
-       parts=st.integers(1, 8), bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_decode_linear_equals_f_linear(out, inp, n, parts, bias, seed):
-    """The re-stored weights (input-major, one block per thread, zero-padded) compute
-    F.linear: any shape, any number of blocks, with or without bias."""
+       rank3=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_input_major_linear_equals_f_linear(out, inp, n, rank3, bias, seed):
+    """The re-stored weights (input-major where out >= in) compute torch's F.linear on a
+    contiguous copy of the same weights: any shape, 2-D or 3-D input, with or without bias;
+    gradients too."""
     torch.manual_seed(seed)
-    layer = torch.nn.Linear(inp, out, bias=bias)
-    x = torch.randn(n, inp)
-    with torch.no_grad():
-        torch.testing.assert_close(DecodeLinear(layer, parts)(x), layer(x), atol=1e-5,
-                                   rtol=1e-5)
+    layer = Linear(inp, out, bias=bias)
+    if min(out, inp) > 1:  # a row or column vector is stored the same either way
+        assert is_input_major(layer.weight) == (out >= inp)
+    ref = torch.nn.Linear(inp, out, bias=bias)
+    ref.load_state_dict(layer.state_dict())
+    assert ref.weight.is_contiguous()
+    x = torch.randn(2, n, inp) if rank3 else torch.randn(n, inp)
+    torch.testing.assert_close(layer(x), ref(x), atol=1e-5, rtol=1e-5)
+    layer(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
 
 
 def test_post_ln_model_generates_through_its_forward():
-    """A post-LN GPT has no flat decode step; the cache still gives the uncached tokens."""
+    """A post-LN GPT decodes through the same forward; the cache gives the uncached tokens."""
     cfg = GPTConfig(vocab_size=50, block_size=24, n_layer=2, n_head=2, n_embd=16,
                     norm_first=False)
     model = _random_gpt(cfg, seed=2)
     ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
-    assert not Decoder(model, 2, 5, max_len=9).fast
     _assert_same(generate(model, ids, max_new_tokens=6),
                  generate(model, ids, max_new_tokens=6, use_cache=False))
 
 
 def test_prefix_is_never_recomputed(models, prompts):
-    """With the cache the model's forward runs once, on the prompt; every later token goes
-    through the one-token step. Without it, every step runs the whole text again."""
+    """With the cache the model's forward runs on the prompt once, then on one new token per
+    step (the one forward path: no second copy of the model). Without it, every step runs
+    the whole text again."""
     model, _ = models
     ids, mask = prompts
     seen = []
@@ -442,7 +449,7 @@ def test_prefix_is_never_recomputed(models, prompts):
     model.forward = counting
     try:
         generate(model, ids, attention_mask=mask, max_new_tokens=5)
-        assert seen == [7]
+        assert seen == [7, 1, 1, 1, 1]
         seen.clear()
         generate(model, ids, attention_mask=mask, max_new_tokens=5, use_cache=False)
         assert seen == [7, 8, 9, 10, 11]
@@ -521,7 +528,7 @@ BAD = [
     (dict(max_new_tokens=12), "block_size=16"),
     (dict(attention_mask=torch.tensor([[1, 1, 1, 0, 0]])), "LEFT"),
     (dict(attention_mask=torch.tensor([[1, 1, 1]])), "shape"),
-    (dict(attention_mask=torch.tensor([[0, 2, 1, 1, 1]])), "only 0"),
+    (dict(attention_mask=torch.tensor([[0, 2, 1, 1, 1]])), r"only 1 \(real token\) and 0"),
 ]
 
 

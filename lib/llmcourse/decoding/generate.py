@@ -17,7 +17,11 @@ Every choice follows ``transformers``' ``GPT2LMHeadModel.generate`` so that both
 tokens for the same weights and settings (the tests check it over a grid of settings):
 
 - prompts of unequal length are padded on the LEFT, with an ``attention_mask`` (1 = token,
-  0 = padding); positions count real tokens only, ``attention_mask.cumsum(-1) - 1``;
+  0 = padding); positions count real tokens only, ``attention_mask.cumsum(-1) - 1``. A GPT
+  continues from the last position, so a right-padded row would continue after its padding:
+  a mask with padding on the right is refused; without a mask, when the pad id is also an EOS
+  id (so no mask can be inferred from it), a batch in which some rows end with it but not all
+  gets a warning, as in transformers;
 - a sequence that produced ``eos_token_id`` is finished; it goes on receiving
   ``pad_token_id`` (default: the EOS id) until every sequence is finished;
 - sampling draws with ``torch.multinomial(softmax(scores), 1)``: seed a ``torch.Generator``
@@ -36,13 +40,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from llmcourse.core.validate import check_tensor, check_token_ids
+from llmcourse.core.torch_modes import eval_mode
+from llmcourse.core.validate import check_padding_mask, check_token_ids
 from llmcourse.decoding.beam import beam_search
 from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.processors import DecodingSettings, process_logits
@@ -50,37 +55,24 @@ from llmcourse.decoding.processors import DecodingSettings, process_logits
 __all__ = ["generate"]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout off while generating; the model's mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _prompt_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                  settings: DecodingSettings) -> torch.Tensor | None:
     """Check the attention mask; None when nothing is padded (the model's fast path)."""
     if attention_mask is None:
         pad = settings.pad_token_id
-        # transformers infers the mask from the pad id when that id cannot be an EOS.
-        if pad is None or pad in settings.eos_token_id or not (input_ids == pad).any():
+        if pad is None or not bool((input_ids == pad).any()):
+            return None
+        if pad in settings.eos_token_id:
+            _warn_right_padding(input_ids, pad)
+            # transformers infers the mask from the pad id only when that id cannot be an
+            # EOS: a leading EOS is the usual start-of-text token, so it counts as a token.
             return None
         attention_mask = (input_ids != pad).long()
         origin = f"inferred from pad_token_id={pad}"
     else:
-        check_tensor("attention_mask", attention_mask)
         origin = "attention_mask"
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask must have the shape of input_ids "
-                             f"{tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}")
-        if attention_mask.is_floating_point() or attention_mask.is_complex() or \
-                not ((attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token), as "
-                             "integers or bools")
+        attention_mask = check_padding_mask("attention_mask", attention_mask,
+                                            tuple(input_ids.shape), "shaped like input_ids (B, T)")
         attention_mask = attention_mask.to(input_ids.device).long()
     if bool((attention_mask == 1).all()):
         return None
@@ -91,6 +83,23 @@ def _prompt_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
     if not bool(attention_mask[:, -1].all()):
         raise ValueError(f"{origin}: a row is all padding; every prompt needs at least one token")
     return attention_mask
+
+
+def _warn_right_padding(input_ids: torch.Tensor, pad: int) -> None:
+    """With pad == EOS and no mask, a row that ends in the pad id while another does not looks
+    right-padded, and generation would continue after the padding. A prompt may also end with
+    a real EOS, so, like transformers, this warns (naming the way out) rather than refuses."""
+    ends_in_pad = input_ids[:, -1] == pad  # (B,)
+    if input_ids.shape[0] > 1 and bool(ends_in_pad.any()) and not bool(ends_in_pad.all()):
+        row = int(ends_in_pad.nonzero()[0])
+        warnings.warn(
+            f"input_ids looks right-padded: row {row} ends with pad_token_id={pad}, which is "
+            "also an EOS id, while other rows do not, so that row would be continued after "
+            "its padding. Pad on the LEFT (a tokenizer with padding_side='left') and pass the "
+            "attention_mask; if those trailing ids are real tokens, pass an attention_mask of "
+            "ones to say so (and silence this warning)",
+            UserWarning, stacklevel=4,  # the caller of generate
+        )
 
 
 def generate(
@@ -119,7 +128,9 @@ def generate(
 
     Args:
         model: a :class:`llmcourse.models.gpt.GPT`.
-        input_ids: (B, T) prompt ids; prompts of unequal length are left-padded.
+        input_ids: (B, T) prompt ids; prompts of unequal length are padded on the LEFT
+            (``[pad, pad, a, b]``, not ``[a, b, pad, pad]``), with ``attention_mask`` marking
+            the padding; with a tokenizer, ask for ``padding_side="left"``.
         max_new_tokens: the most tokens to add (≥ 1); fewer when every row reached EOS.
         do_sample: draw tokens from the distribution instead of taking the most likely one.
         temperature: divides the scores before sampling (> 0; sampling only).
@@ -134,7 +145,8 @@ def generate(
             no beam can improve by a heuristic (False), or never before the end ("never").
         eos_token_id: id (or ids) that end a sequence; None generates ``max_new_tokens``.
         pad_token_id: fills finished sequences; defaults to the (first) EOS id.
-        attention_mask: (B, T) 1 for tokens, 0 for left padding.
+        attention_mask: (B, T) 1 for tokens, 0 for left padding. Without it, the padding is
+            inferred from ``pad_token_id`` when that id is not an EOS id.
         generator: a seeded ``torch.Generator`` (on the model's device) for the draws; None
             uses the global RNG.
         use_cache: False recomputes the whole sequence every step (slow; for comparison).
@@ -145,8 +157,12 @@ def generate(
 
     Raises:
         ValueError: impossible settings (temperature ≤ 0 with sampling, top_p outside (0, 1],
-            top_k < 1, …) or a prompt that does not leave room for ``max_new_tokens`` in the
-            model's context.
+            top_k < 1, …), a prompt that does not leave room for ``max_new_tokens`` in the
+            model's context, or padding on the right in ``attention_mask``.
+
+    Warns:
+        UserWarning: no ``attention_mask``, the pad id is an EOS id, and some rows but not all
+            end with it: probably right padding, which would be continued.
     """
     if not isinstance(model, nn.Module) or not hasattr(model, "new_cache"):
         raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
@@ -178,7 +194,7 @@ def generate(
     input_ids = input_ids.to(device=device, dtype=torch.long)
     mask = _prompt_mask(input_ids, attention_mask, settings)
 
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         padding = None if mask is None else mask == 0  # (B, T)
         if num_beams > 1:
             rows = lambda x: None if x is None else x.repeat_interleave(num_beams, dim=0)

@@ -25,7 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from llmcourse.core.validate import check_tensor, check_token_ids
+from llmcourse.core.torch_modes import eval_mode
+from llmcourse.core.validate import check_padding_mask, check_token_ids
+from llmcourse.models.gpt import position_ids_from_mask
 
 __all__ = ["ngrams", "repetition_rate", "distinct_n", "mean_log_likelihood"]
 
@@ -123,29 +125,28 @@ def mean_log_likelihood(model: nn.Module, input_ids: torch.Tensor, *, start: int
 
     Returns:
         (B,) float tensor, in nats per token (higher = more likely).
+
+    Raises:
+        ValueError: a text with no token to score (nothing at or after ``start``, or only
+            padding there): its mean would be 0/0 = NaN.
     """
     check_token_ids("input_ids", input_ids, model.config.vocab_size)
     b, length = input_ids.shape
+    if length < 2:
+        raise ValueError(f"input_ids has {length} token(s) per text; scoring needs at least 2 "
+                         "(position 0 has no context, so it is never scored)")
     if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < length:
         raise ValueError(f"start must be an integer in [0, {length}), got {start!r}")
     kwargs = {}
     if attention_mask is None:
         real = torch.ones_like(input_ids, dtype=torch.bool)  # (B, L)
     else:
-        check_tensor("attention_mask", attention_mask)
-        if attention_mask.shape != input_ids.shape or not (
-                (attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError(f"attention_mask must be 0/1 of shape {tuple(input_ids.shape)}, "
-                             f"got {attention_mask.dtype} {tuple(attention_mask.shape)}")
-        real = attention_mask.bool()
-        pos = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, L) count of real tokens before
-        kwargs = dict(attention_mask=real.long(), position_ids=pos)
-    was_training = model.training
-    model.eval()
-    try:
+        real = check_padding_mask("attention_mask", attention_mask, tuple(input_ids.shape),
+                                  "shaped like input_ids (B, L)")  # (B, L) bool
+        real = real.to(input_ids.device)
+        kwargs = dict(attention_mask=real, position_ids=position_ids_from_mask(real))
+    with eval_mode(model):
         logits, _ = model(input_ids, **kwargs)  # (B, L, V)
-    finally:
-        model.train(was_training)
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V): predicts 1..L-1
     token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, L-1)
     # Score x_t when it is a token, has a token before it, and lies at or after `start`.

@@ -22,12 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.core.validate import check_positive, check_tensor, check_token_ids
+from llmcourse.core.validate import (
+    check_padding_mask,
+    check_positive,
+    check_tensor,
+    check_token_ids,
+)
 from llmcourse.nn.block import Block
 from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.linear import input_major
 from llmcourse.nn.norms import LayerNorm
 
-__all__ = ["GPTConfig", "GPT", "parameter_count"]
+__all__ = ["GPTConfig", "GPT", "parameter_count", "position_ids_from_mask"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,23 @@ class GPTConfig:
         return asdict(self)
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only, so that a left-padded prompt starts at 0.
+
+        position = (number of real tokens up to and including this one) − 1
+
+    ``attention_mask`` (B, S) holds 1 for tokens and 0 for padding; the result is (B, S)
+    int64, with 0 at padding (never seen by a real token, so any value would do). This is
+    ``transformers``' rule for GPT-2 generation.
+
+    Example:
+        >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
+        [[0, 0, 0, 1, 2]]
+    """
+    mask = attention_mask.long()  # (B, S)
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, S)
+
+
 def parameter_count(cfg: GPTConfig) -> int:
     """Parameters of a GPT by formula (tied embeddings counted once):
 
@@ -116,7 +139,15 @@ def parameter_count(cfg: GPTConfig) -> int:
 
 
 class GPT(nn.Module):
-    """GPT-2-shaped language model with tied input/output embeddings."""
+    """GPT-2-shaped language model with tied input/output embeddings.
+
+    One forward serves training (with ``targets``), scoring and cached decoding (with a
+    :class:`KVCache`, one token at a time). For the decoding step, whose time is the time to
+    read every weight once, the matrices are stored in the layout the matrix-vector product
+    reads fastest (see :mod:`llmcourse.nn.linear`); the tied embedding, the largest matrix,
+    is stored (n_embd, vocab) like the output layer's input-major ``x @ W``. Parameter names,
+    shapes and the state dict are those of ``nn.Linear``/``nn.Embedding``.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -135,6 +166,9 @@ class GPT(nn.Module):
             ),
             ln_f=LayerNorm(c.n_embd, bias=c.bias, eps=c.layer_norm_epsilon),
         ))
+        # The embedding, (vocab, C), stored (C, vocab): the output layer then reads it as
+        # x @ Wᵀ with Wᵀ contiguous (fast for one token); looking up a few rows is cheap anyway.
+        self.transformer.wte.weight = nn.Parameter(input_major(self.transformer.wte.weight))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         # Weight tying (Press & Wolf, 2017): the output layer reuses the token embeddings.
         self.lm_head.weight = self.transformer.wte.weight
@@ -196,9 +230,12 @@ class GPT(nn.Module):
         """
         c = self.config
         check_token_ids("idx", idx, c.vocab_size)
+        b, t = idx.shape
+        if b == 0 or t == 0:
+            raise ValueError(f"idx holds no token (shape {tuple(idx.shape)}); give at least one "
+                             "sequence of at least one token")
         if idx.dtype not in (torch.int64, torch.int32):
             idx = idx.long()  # nn.Embedding indexes with int64/int32 only
-        b, t = idx.shape
         past = 0 if cache is None else cache.length
         if past + t > c.block_size:
             raise ValueError(
@@ -207,21 +244,13 @@ class GPT(nn.Module):
             )
         if cache is not None and cache.batch_size != b:
             raise ValueError(f"cache holds {cache.batch_size} sequences but idx has {b}")
-        if position_ids is None:
-            position_ids = torch.arange(past, past + t, device=idx.device)[None]  # (1, T)
-        else:
-            check_tensor("position_ids", position_ids)
-            if position_ids.dtype not in (torch.int64, torch.int32):
-                raise TypeError(f"position_ids must be int64 or int32, got {position_ids.dtype}")
-            if position_ids.shape not in ((b, t), (1, t)):
-                raise ValueError(f"position_ids must be (B, T) = {(b, t)}, got "
-                                 f"{tuple(position_ids.shape)}")
-            if position_ids.min() < 0 or position_ids.max() >= c.block_size:
-                raise ValueError(
-                    f"position_ids must lie in [0, block_size={c.block_size}), got "
-                    f"{int(position_ids.min())}..{int(position_ids.max())}"
-                )
-        mask = self._attention_mask(b, t, past, attention_mask, idx.device)
+        if last_only and targets is not None:
+            raise ValueError("last_only=True gives one position's logits; the loss needs "
+                             "all of them (pass targets with last_only=False)")
+        if targets is not None:
+            targets = self._check_targets(targets, idx)
+        position_ids = self._positions(b, t, past, position_ids, idx.device)  # (B|1, T)
+        mask = self._attention_mask(b, t, past, attention_mask, idx.device)  # (B, 1, T, S)
 
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
@@ -230,56 +259,70 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(t)
         if last_only:
-            if targets is not None:
-                raise ValueError("last_only=True gives one position's logits; the loss needs "
-                                 "all of them (pass targets with last_only=False)")
             x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
 
         loss = None
         if targets is not None:
-            check_tensor("targets", targets)
-            if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-                raise TypeError(f"targets must hold integer token ids, got {targets.dtype}")
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
-                                 f"{tuple(targets.shape)}")
-            bad = (targets != -100) & ((targets < 0) | (targets >= c.vocab_size))
-            if bad.any():
-                raise ValueError(f"targets hold id {int(targets[bad][0])}, outside the "
-                                 f"vocabulary [0, {c.vocab_size}) (and not -100, 'ignore')")
-            targets = targets.long()
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
                                    ignore_index=-100)
         return logits, loss
+
+    def _check_targets(self, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Next-token ids of idx's shape, in the vocabulary or -100, at least one scored."""
+        check_tensor("targets", targets)
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"targets must hold integer token ids, got {targets.dtype}")
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
+                             f"{tuple(targets.shape)}")
+        scored = targets != -100  # (B, T)
+        bad = scored & ((targets < 0) | (targets >= self.config.vocab_size))
+        if bad.any():
+            raise ValueError(f"targets hold id {int(targets[bad][0])}, outside the "
+                             f"vocabulary [0, {self.config.vocab_size}) (and not -100, 'ignore')")
+        if not scored.any():
+            # cross_entropy would return 0 / 0 = NaN without a word.
+            raise ValueError(f"targets score no position: all {targets.numel()} are -100 "
+                             "(ignored), so the mean loss is undefined; keep at least one "
+                             "target token")
+        return targets.long()
+
+    def _positions(self, b: int, t: int, past: int, position_ids: torch.Tensor | None,
+                   device: torch.device) -> torch.Tensor:
+        """The positions of the new tokens: given (checked), or past..past+t-1."""
+        if position_ids is None:
+            return torch.arange(past, past + t, device=device)[None]  # (1, T)
+        check_tensor("position_ids", position_ids)
+        if position_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"position_ids must be int64 or int32, got {position_ids.dtype}")
+        if position_ids.shape not in ((b, t), (1, t)):
+            raise ValueError(f"position_ids must be (B, T) = {(b, t)}, got "
+                             f"{tuple(position_ids.shape)}")
+        low, high = int(position_ids.min()), int(position_ids.max())
+        if low < 0 or high >= self.config.block_size:
+            raise ValueError(f"position_ids must lie in [0, block_size={self.config.block_size})"
+                             f", got {low}..{high}")
+        return position_ids
 
     @staticmethod
     def _attention_mask(b: int, t: int, past: int, attention_mask: torch.Tensor | None,
                         device: torch.device) -> torch.Tensor | None:
-        """None for the plain causal case (torch's fast path), else a (B|1, 1, T, S) bool mask."""
-        s = past + t
-        if attention_mask is None and past == 0:
+        """None without padding (the attention applies causality itself, on torch's fast
+        path), else the (B, 1, T, S) bool mask: causal, and no padding key."""
+        if attention_mask is None:
             return None
+        s = past + t
+        keys = check_padding_mask("attention_mask", attention_mask, (b, s), "(B, cached + T)")
+        keys = keys.to(device)[:, None, None, :]  # (B, 1, 1, S)
         allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=past)  # (T, S)
-        mask = allowed[None, None]  # (1, 1, T, S)
-        if attention_mask is not None:
-            check_tensor("attention_mask", attention_mask)
-            if attention_mask.shape != (b, s):
-                raise ValueError(
-                    f"attention_mask must be (B, cached + T) = {(b, s)}, got "
-                    f"{tuple(attention_mask.shape)}"
-                )
-            if not ((attention_mask == 0) | (attention_mask == 1)).all():
-                raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding), "
-                                 f"got values {attention_mask.unique().tolist()[:5]}")
-            keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
-            # A padding query would otherwise see no key at all (a NaN row); letting it see
-            # itself changes nothing for real tokens, which never attend to padding.
-            self_pos = torch.zeros(t, s, dtype=torch.bool, device=device)
-            self_pos[torch.arange(t), past + torch.arange(t)] = True
-            mask = (mask & keys) | self_pos  # (B, 1, T, S)
-        return mask
+        # A padding query would otherwise see no key at all (a NaN row); letting it see
+        # itself changes nothing for real tokens, which never attend to padding.
+        self_pos = torch.zeros(t, s, dtype=torch.bool, device=device)  # (T, S)
+        rows = torch.arange(t, device=device)
+        self_pos[rows, past + rows] = True
+        return (allowed & keys) | self_pos  # (B, 1, T, S)
 
     # --- Hugging Face interop -------------------------------------------------------------
 

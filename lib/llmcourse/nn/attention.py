@@ -23,10 +23,17 @@ import math
 import torch
 from torch import nn
 
-from llmcourse.core.validate import check_float, check_positive, check_rank, check_tensor
+from llmcourse.core.validate import (
+    check_finite,
+    check_float,
+    check_positive,
+    check_rank,
+    check_tensor,
+)
 
 __all__ = [
     "causal_mask",
+    "check_attn_mask",
     "scaled_dot_product_attention",
     "MultiHeadAttention",
 ]
@@ -52,8 +59,16 @@ def causal_mask(t_query: int, t_key: int | None = None, device: torch.device | N
     return torch.tril(ones, diagonal=t_key - t_query)  # (T_q, T_k)
 
 
-def _check_mask(mask: torch.Tensor, scores_shape: torch.Size) -> None:
+def check_attn_mask(mask: object, scores_shape: tuple[int, ...]) -> None:
+    """Check an attention mask as ``F.scaled_dot_product_attention`` would use it: bool (True =
+    attend) or floating point (added to the scores), broadcastable to ``scores_shape``
+    (..., T_query, T_key), no NaN (a NaN score makes its whole row NaN).
+
+    O(1) for a bool mask; a float mask is scanned for NaN once, far less work than the
+    attention it masks.
+    """
     check_tensor("mask", mask)
+    scores_shape = torch.Size(scores_shape)
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise TypeError(f"mask must be bool (True = attend) or float (added), got {mask.dtype}")
     try:
@@ -95,11 +110,15 @@ def scaled_dot_product_attention(
     Returns:
         The output (..., T_q, d_v), and the weights when ``return_weights`` is set.
 
+    Raises:
+        ValueError: q, k or v holding NaN or ±inf, shapes that do not fit, or a mask that
+            does not broadcast to (..., T_q, T_k) or holds NaN.
+
     A query whose keys are all masked has no distribution to take; as in torch's own function,
     its weights and its output are zero (a plain softmax would give NaN).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_float(name, t)
+        check_finite(name, t)  # one inf would give inf - inf = NaN in the softmax
         check_rank(name, t, tuple(range(2, 9)), "(..., T, d)")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -128,7 +147,7 @@ def scaled_dot_product_attention(
 
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
     if mask is not None:
-        _check_mask(mask, torch.Size((*batch, t_q, t_k)))
+        check_attn_mask(mask, torch.Size((*batch, t_q, t_k)))
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
@@ -227,7 +246,7 @@ class MultiHeadAttention(nn.Module):
         k = self._split_heads(self.k_proj(key))  # (B, h, T_k, hd)
         v = self._split_heads(self.v_proj(value))  # (B, h, T_k, hd)
         if mask is not None:  # checked here too, before it is combined with the padding
-            _check_mask(mask, torch.Size((q.shape[0], self.num_heads, q.shape[2], k.shape[2])))
+            check_attn_mask(mask, (q.shape[0], self.num_heads, q.shape[2], k.shape[2]))
         if key_padding_mask is not None:
             check_tensor("key_padding_mask", key_padding_mask)
             if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != key.shape[:2]:

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.core.validate import check_float, check_last_dim, check_positive, check_rank
-from llmcourse.nn.attention import causal_mask
+from llmcourse.core.validate import check_features, check_positive
+from llmcourse.nn.attention import causal_mask, check_attn_mask
 from llmcourse.nn.feedforward import FeedForward
 from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.linear import Linear
 from llmcourse.nn.norms import LayerNorm
 
 __all__ = ["CausalSelfAttention", "Block"]
@@ -31,6 +32,10 @@ class CausalSelfAttention(nn.Module):
     Same math as :func:`llmcourse.nn.attention.scaled_dot_product_attention` with a causal mask
     (tests check it); the forward calls torch's fused kernel, which is faster and never builds
     the (T, T) score matrix in memory.
+
+    The checks here are O(1) (dtype, shapes; a float mask is scanned for NaN as torch's own
+    function would need): this forward runs once per layer and per decoding step, and the
+    model checked the values of its input where they entered.
     """
 
     def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0
@@ -41,8 +46,8 @@ class CausalSelfAttention(nn.Module):
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} is not divisible by n_head={n_head}")
         self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.c_attn = Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
@@ -50,31 +55,34 @@ class CausalSelfAttention(nn.Module):
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """Attend within ``x`` (B, T, C).
 
-        ``mask`` (broadcastable to (B, h, T, S), True = attend) replaces the plain causal
-        mask; the model builds it when there is padding or a cache. With ``cache``, this
-        layer's keys/values are appended and attention runs over all S cached positions.
+        ``mask`` (bool, True = attend, or float, added to the scores; broadcastable to
+        (B, h, T, S)) replaces the plain causal mask; the model builds it when there is
+        padding. With ``cache``, this layer's keys/values are appended and attention runs
+        over all S = cached + T positions.
         """
-        check_float("x", x)
-        check_rank("x", x, (3,), "(batch, time, n_embd)")
-        check_last_dim("x", x, self.n_embd, "n_embd")
+        check_features("x", x, self.n_embd)
         b, t, c = x.shape
+        s = t + (cache.length if cache is not None else 0)  # keys attended over
+        if mask is not None:  # before anything is written to the cache
+            check_attn_mask(mask, (b, self.n_head, t, s))
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 × (B, T, C)
         q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
         k = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
         v = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, h, S, hd), S = cached + T
+            k, v = cache.update(layer, k, v)  # (B, h, S, hd)
         drop = self.dropout if self.training else 0.0
-        if mask is None and k.shape[-2] != t:
+        if mask is None and t > 1 and s != t:
             # torch's is_causal aligns the mask to the top-left corner; with cached keys the
             # new queries are the *last* t positions, so build the bottom-right-aligned mask.
-            mask = causal_mask(t, k.shape[-2], device=x.device)  # (T, S)
+            mask = causal_mask(t, s, device=x.device)  # (T, S)
         if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            # A single new query (t == 1) is the last position: it may see every key.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=t > 1)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C): heads side by side
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -98,10 +106,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """(B, T, C) → (B, T, C)."""
-        check_float("x", x)
-        check_rank("x", x, (3,), "(batch, time, n_embd)")
-        check_last_dim("x", x, self.attn.n_embd, "n_embd")
+        """(B, T, C) → (B, T, C); ``mask``, ``cache`` and ``layer`` as in
+        :meth:`CausalSelfAttention.forward`, which checks the mask."""
+        check_features("x", x, self.attn.n_embd)
         if self.norm_first:
             x = x + self.attn(self.ln_1(x), mask, cache, layer)  # (B, T, C)
             x = x + self.mlp(self.ln_2(x))  # (B, T, C)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.core.validate import check_float, check_last_dim
+from llmcourse.core.validate import check_float, check_last_dim, check_positive
+from llmcourse.nn.linear import Linear
 
 __all__ = ["gelu_tanh", "FeedForward"]
 
@@ -34,19 +35,28 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: expand to 4·C, GELU, project back (applied to each token alone)."""
+    """Position-wise MLP: expand to ``hidden`` (default 4·C), GELU, project back (applied to
+    each token alone)."""
 
     def __init__(self, n_embd: int, *, hidden: int | None = None, bias: bool = True,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        hidden = hidden or 4 * n_embd
-        self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
-        self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
+        check_positive("n_embd", n_embd)
+        if hidden is None:
+            hidden = 4 * n_embd  # GPT-2's expansion
+        else:  # 0 must not silently mean "the default"
+            check_positive("hidden", hidden)
+        self.c_fc = Linear(n_embd, hidden, bias=bias)
+        self.c_proj = Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) → (..., C)."""
-        check_float("x", x)
+        """(..., C) → (..., C).
+
+        Checks the dtype and the last axis only (O(1)); the values were checked where they
+        entered the model, so no scan runs here on every layer and step."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            check_float("x", x)  # names the wrong type or dtype
         check_last_dim("x", x, self.c_fc.in_features, "n_embd")
         h = F.gelu(self.c_fc(x), approximate="tanh")  # (..., 4C); = gelu_tanh, fused
         return self.dropout(self.c_proj(h))  # (..., C)

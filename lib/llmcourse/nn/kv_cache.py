@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from llmcourse.core.validate import check_float, check_positive, check_rank
+from llmcourse.core.validate import check_positive, check_rank, check_tensor
 
 __all__ = ["KVCache"]
 
@@ -51,8 +51,8 @@ class KVCache:
         n_layer = self.k.shape[0]
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layer:
             raise ValueError(f"layer must be an integer in [0, {n_layer}), got {layer!r}")
-        for name, x in (("k", k), ("v", v)):
-            check_float(name, x)
+        for name, x in (("k", k), ("v", v)):  # O(1) checks: this runs per layer and step
+            check_tensor(name, x)
             check_rank(name, x, (4,), "(batch, n_head, time, head_dim)")
             if x.dtype != self.k.dtype:
                 raise TypeError(f"{name} has dtype {x.dtype} but the cache holds {self.k.dtype}")
@@ -75,7 +75,14 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, h, L+T, hd)
 
     def advance(self, t: int) -> None:
-        """Mark ``t`` more positions as filled (after every layer has stored them)."""
+        """Mark ``t`` more positions as filled (after every layer has stored them).
+
+        ``t`` must lie in [0, max_len - length]: a cache cannot shrink this way, nor hold
+        more positions than it has room for."""
+        room = self.max_len - self.length
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= room:
+            raise ValueError(f"advance(t) needs an integer t in [0, {room}] (max_len "
+                             f"{self.max_len} - {self.length} cached), got {t!r}")
         self.length += t
 
     def reorder(self, index: torch.Tensor) -> None:

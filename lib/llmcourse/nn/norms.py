@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.core.validate import check_float, check_last_dim, check_positive, check_rank
+from llmcourse.core.validate import (
+    check_finite,
+    check_float,
+    check_last_dim,
+    check_positive,
+    check_rank,
+)
 
 __all__ = ["layer_norm", "LayerNorm"]
 
@@ -25,18 +31,19 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
 
         y = (x − mean(x)) / √(var(x) + ε) · γ + β        (biased variance, as torch uses)
 
-    ``weight`` (γ) and ``bias`` (β) have shape (C,) or are None.
+    ``weight`` (γ) and ``bias`` (β) have shape (C,) or are None. Every input must be finite:
+    one inf in a vector would make its mean and variance inf and the whole output NaN.
 
     Example:
         >>> y = layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), None, None)
         >>> [round(v, 4) for v in y[0].tolist()]
         [-1.2247, 0.0, 1.2247]
     """
-    check_float("x", x)
+    check_finite("x", x)
     check_rank("x", x, tuple(range(1, 9)), "(..., C)")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None:
-            check_float(name, p)
+            check_finite(name, p)
             if p.shape != x.shape[-1:]:
                 raise ValueError(f"{name} must have shape (C,) = ({x.shape[-1]},) to match x "
                                  f"{tuple(x.shape)}, got {tuple(p.shape)}")
@@ -62,7 +69,11 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` (..., dim) over its last axis."""
-        check_float("x", x)
+        """Normalise ``x`` (..., dim) over its last axis.
+
+        Checks the dtype and the last axis only (O(1)), not the values: inside a model this
+        runs twice per layer and step, and the model checked its input where it entered."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            check_float("x", x)  # names the wrong type or dtype
         check_last_dim("x", x, self.weight.shape[0], "the LayerNorm's dim")
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)

@@ -1,0 +1,64 @@
+"""A linear layer whose weight is stored in the layout that batch-1 decoding reads fastest.
+
+``nn.Linear`` keeps its weight W as (out, in), row after row of outputs. Decoding one token
+multiplies a single vector by every weight matrix: ~2 FLOPs per weight but 4 bytes (fp32) to
+read, so the time is the time to stream W from memory, and the matrix-vector kernel streams
+some layouts faster than others. On the CPUs measured here (``benchmarks/bench_generate.py``
+prints it), a square or widening matrix (out ≥ in) is read markedly faster input-major,
+(in, out) contiguous, the way GPT-2's own ``Conv1D`` stores it; a narrowing one (out < in, the
+MLP's 4C → C projection) is as fast or faster as it is.
+
+:class:`Linear` is an ``nn.Linear`` whose weight is stored that way: the parameter still has
+``nn.Linear``'s shape (out, in), names and state dict, but for out ≥ in it is the transposed
+*view* of an (in, out) contiguous tensor. ``F.linear(x, W, b)`` then calls
+``addmm(b, x, Wᵀ)`` with Wᵀ contiguous: the same sums, no copy, and the fast layout for the
+one forward that serves training, scoring and decoding alike. Training is unaffected (a
+matrix-matrix product reads either layout at the same speed) and autograd gives the gradient,
+and so the optimizer state, the parameter's own layout.
+
+Example:
+    >>> layer = Linear(4, 8)
+    >>> layer.weight.shape, layer.weight.stride()       # (out, in), stored (in, out)
+    (torch.Size([8, 4]), (1, 8))
+    >>> x = torch.randn(2, 4)
+    >>> torch.allclose(layer(x), x @ layer.weight.T + layer.bias)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Linear", "input_major", "is_input_major"]
+
+
+def input_major(weight: torch.Tensor) -> torch.Tensor:
+    """The same (out, in) matrix, stored input-major: a view of an (in, out) contiguous copy.
+
+    Example:
+        >>> input_major(torch.zeros(3, 2)).stride()
+        (1, 3)
+    """
+    return weight.t().contiguous().t()  # (out, in) view of (in, out) storage
+
+
+def is_input_major(weight: torch.Tensor) -> bool:
+    """True when the (out, in) ``weight`` is stored as (in, out) contiguous, i.e. has the
+    strides (1, out) that :func:`input_major` gives it."""
+    return weight.dim() == 2 and weight.stride() == (1, weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (y = x Wᵀ + b, W of shape (out, in)) with W stored input-major when
+    out ≥ in, the layout the batch-1 matrix-vector product streams fastest.
+
+    Same parameters, names, initialisation and state dict as ``nn.Linear``; loading a state
+    dict copies into the stored layout.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        if out_features >= in_features:
+            with torch.no_grad():
+                self.weight = nn.Parameter(input_major(self.weight))

@@ -45,7 +45,7 @@ from llmcourse.text.bytelevel import (
     check_text,
     pretokenize,
     special_split_pattern,
-    utf8,
+    surrogate_error,
 )
 from llmcourse.text.ids import token_id_list
 
@@ -198,7 +198,10 @@ class ByteLevelBPE:
             raise ValueError(f"tie_break={tie_break!r} is not a known rule; expected one of "
                              f"{TIE_BREAKS}")
         counts = Counter(pretokenize(text, special_tokens))
-        word_counts = {utf8(w): c for w, c in counts.items()}
+        try:
+            word_counts = {w.encode("utf-8"): c for w, c in counts.items()}
+        except UnicodeEncodeError:
+            raise surrogate_error(text) from None
         merges, tokens = learn_merges(word_counts, vocab_size - len(special_tokens), tie_break,
                                       verbose)
         specials = {s: len(tokens) + k for k, s in enumerate(special_tokens)}
@@ -210,11 +213,9 @@ class ByteLevelBPE:
         """BPE on one pre-token: merge the lowest-ranked pair present (the leftmost of equals),
         until no pair is a merge, as Hugging Face's encoder does (see
         :mod:`llmcourse.text.bpe_encode`)."""
-        return bpe(list(map(self._byte_ids.__getitem__, utf8(chunk))), self._table)
+        return bpe(list(map(self._byte_ids.__getitem__, chunk.encode("utf-8"))), self._table)
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Encode text, treating special-token strings as ordinary text."""
-        check_text(text)
+    def _encode_ordinary(self, text: str) -> list[int]:
         cache = self._cache
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
@@ -228,10 +229,20 @@ class ByteLevelBPE:
             out += ids
         return out
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encode text, treating special-token strings as ordinary text."""
+        check_text(text)
+        try:
+            return self._encode_ordinary(text)
+        except UnicodeEncodeError:
+            raise surrogate_error(text) from None
+
     def encode(self, text: str) -> list[int]:
         """Encode text to ids; special tokens in the text become their own ids.
 
         This is what Hugging Face's GPT-2 tokenizer does with ``<|endoftext|>`` in the text.
+        A lone surrogate (a ``str`` can hold one, UTF-8 cannot) is a ``ValueError`` naming
+        its position.
 
         Example:
             >>> gpt2 = ByteLevelBPE.load(asset_dir("gpt2-tokenizer"))  # doctest: +SKIP
@@ -239,16 +250,19 @@ class ByteLevelBPE:
             [15496, 995, 50256]
         """
         check_text(text)
-        if self._special_pat is None or not any(s in text for s in self._special):
-            return self.encode_ordinary(text)
-        out: list[int] = []
-        # split() with a capturing group alternates text, special, text, special, ..., text.
-        for k, part in enumerate(self._special_pat.split(text)):
-            if k % 2:
-                out.append(self._special[part])
-            elif part:
-                out += self.encode_ordinary(part)
-        return out
+        try:
+            if self._special_pat is None or not any(s in text for s in self._special):
+                return self._encode_ordinary(text)
+            out: list[int] = []
+            # split() with a capturing group alternates text, special, text, ..., text.
+            for k, part in enumerate(self._special_pat.split(text)):
+                if k % 2:
+                    out.append(self._special[part])
+                elif part:
+                    out += self._encode_ordinary(part)
+            return out
+        except UnicodeEncodeError:
+            raise surrogate_error(text) from None
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         """Encode each text; the chunk cache is shared across them."""

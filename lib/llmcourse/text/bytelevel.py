@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import regex
 
-__all__ = ["GPT2_SPLIT_PATTERN", "EOT", "bytes_to_unicode", "pretokenize"]
+__all__ = ["GPT2_SPLIT_PATTERN", "EOT", "bytes_to_unicode", "pretokenize", "surrogate_error"]
 
 # GPT-2's pre-tokenization regex, exactly as OpenAI and Hugging Face use it. In order: common
 # English contractions; an optional space then letters; an optional space then digits; an
@@ -79,15 +79,18 @@ def check_text(text: object, name: str = "text") -> str:
     return text
 
 
-def utf8(chunk: str) -> bytes:
-    """The UTF-8 bytes of ``chunk``; a lone surrogate (no UTF-8 form) is a ``ValueError``."""
-    try:
-        return chunk.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(
-            f"text holds a lone surrogate {chunk[err.start]!r} at position {err.start} of the "
-            f"pre-token {chunk[:40]!r}, which has no UTF-8 bytes; expected valid Unicode text"
-        ) from None
+def surrogate_error(text: str) -> ValueError:
+    """The error for ``text`` holding a lone surrogate (a str can, UTF-8 cannot): it names the
+    first one and where it is. Call it when ``text.encode("utf-8")`` has failed.
+
+    Example:
+        >>> print(surrogate_error("ab\\ud800"))
+        text holds a lone surrogate '\\ud800' at position 2, which has no UTF-8 bytes; ...
+    """
+    pos, ch = next(((i, c) for i, c in enumerate(text) if "\ud800" <= c <= "\udfff"),
+                   (-1, ""))
+    return ValueError(f"text holds a lone surrogate {ch!r} at position {pos}, which has no "
+                      "UTF-8 bytes; expected valid Unicode text")
 
 
 def special_split_pattern(special_tokens: Sequence[str]) -> regex.Pattern | None:

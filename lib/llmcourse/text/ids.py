@@ -24,8 +24,8 @@ __all__ = ["token_id_list"]
 
 def _shape_error(kind: str, shape: tuple[int, ...]) -> ValueError:
     if not shape:
-        return ValueError(f"ids must be 1-D (one sequence of token ids), got a 0-d {kind} "
-                          "(a single id); wrap it in a list")
+        return ValueError(f"ids must be 1-D (one sequence of token ids), got a 0-d "
+                          f"{kind.split()[-1]} (a single id); wrap it in a list")
     return ValueError(f"ids must be 1-D (one sequence of token ids), got {kind} of shape "
                       f"{shape}; decode each row of a batch separately")
 

@@ -1,13 +1,18 @@
-"""Chapter 04 exercise checkers: they pass the solutions and fail the usual mistakes.
+"""Chapter 04 exercise checkers: they pass correct answers and fail the usual mistakes.
 
-The solutions the checkers compare against are themselves checked here against code no one
-here wrote: Python's ``str.replace`` and ``re`` (merge, pair counts), and Hugging Face's GPT-2
-tokenizer built from GPT-2's real files (encoding a word by merge rank, decoding with
-``errors="replace"``).
+The checkers compare a learner's function with the course's reference solutions (``ch04.merge``
+and friends). So that a test here can fail when a reference is wrong, the "correct answer" each
+checker must accept is *not* the reference itself but an implementation written another way
+(``str.replace``, ``collections.Counter``, Hugging Face ``tokenizers``' BPE model built from the
+same merges, Python's incremental UTF-8 decoder); the references are also checked against
+hand-worked answers and, on many inputs, against code no one here wrote: Python's
+``str.replace`` and ``re`` (merge, pair counts), and Hugging Face's GPT-2 tokenizer built from
+GPT-2's real files (encoding a word by merge rank, decoding with ``errors="replace"``).
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections import Counter
 from itertools import pairwise
@@ -18,16 +23,52 @@ import transformers
 from checker_helpers import assert_check_fails as fails
 from hypothesis import given
 from hypothesis import strategies as st
+from tokenizers import Tokenizer, models
 
 from llmcourse.checks import ch04
 from llmcourse.core.assets import asset_dir
 from llmcourse.text.bpe import GPT2_SPLIT_PATTERN, ByteLevelBPE, bytes_to_unicode
 
+_B2U = bytes_to_unicode()
+_U2B = {c: b for b, c in _B2U.items()}
+
+
+def _spell(token: bytes) -> str:
+    return "".join(_B2U[b] for b in token)
+
+
+# ------------------------------------------------------------------------ other correct answers
+
+def count_pairs_by_counter(chunks):
+    return dict(sum((Counter(zip(c, c[1:], strict=False)) for c in chunks), Counter()))
+
+
+def merge_by_str_replace(ids, pair, new_id):
+    text = "".join(map(chr, ids)).replace(chr(pair[0]) + chr(pair[1]), chr(new_id))
+    return [ord(c) for c in text]
+
+
+def encode_word_by_tokenizers(word, merges):
+    """Hugging Face tokenizers' BPE model (Rust) built from the same merges."""
+    vocab = {_B2U[b]: b for b in range(256)}
+    for a, b in merges:
+        vocab.setdefault(_spell(a + b), len(vocab))
+    model = models.BPE(vocab, [(_spell(a), _spell(b)) for a, b in merges])
+    tokens = Tokenizer(model).encode(_spell(word)).tokens if word else []
+    return [bytes(_U2B[c] for c in t) for t in tokens]
+
+
+def decode_incrementally(ids, vocab):
+    """Python's incremental UTF-8 decoder fed one token at a time: no join."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    return "".join(dec.decode(vocab[i]) for i in ids) + dec.decode(b"", final=True)
+
+
 CHECKS = {
-    "count_pairs": (ch04.check_count_pairs, ch04.count_pairs),
-    "merge": (ch04.check_merge, ch04.merge),
-    "encode_word": (ch04.check_encode_word, ch04.encode_word),
-    "decode": (ch04.check_decode, ch04.decode),
+    "count_pairs": (ch04.check_count_pairs, count_pairs_by_counter),
+    "merge": (ch04.check_merge, merge_by_str_replace),
+    "encode_word": (ch04.check_encode_word, encode_word_by_tokenizers),
+    "decode": (ch04.check_decode, decode_incrementally),
 }
 
 
@@ -35,10 +76,50 @@ CHECKS = {
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_solution_passes(name, capsys):
+    """An answer written another way passes: the reference agrees with it on every case."""
     check, solution = CHECKS[name]
     check(solution)
     out = capsys.readouterr().out
     assert out.startswith(f"✓ {name}:") and "case(s) match" in out, out
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_a_wrong_reference_would_fail_the_check(name, monkeypatch):
+    """The checkers really compare with the reference: break it and a right answer fails."""
+    reference = getattr(ch04, name)
+
+    def off_by_one(*args):  # one extra pair, id, token or character
+        out = reference(*args)
+        return {**out, (0, 0): 1} if isinstance(out, dict) else \
+            out + ("!" if isinstance(out, str) else [out[-1] if out else b"!"])
+
+    monkeypatch.setattr(ch04, name, off_by_one)
+    fails(CHECKS[name][0], CHECKS[name][1], "case 1 differs")
+
+
+def test_references_on_hand_worked_cases():
+    """Worked on paper, independently of any code here."""
+    assert ch04.count_pairs([[1, 2, 3, 1, 2]]) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}
+    assert ch04.count_pairs([[1, 2], [3, 1, 2]]) == {(1, 2): 2, (3, 1): 1}
+    assert ch04.count_pairs([[7, 7, 7, 7]]) == {(7, 7): 3}
+    assert ch04.count_pairs([[4], [], [9, 9]]) == {(9, 9): 1}
+    assert ch04.merge([1, 2, 3, 1, 2], (1, 2), 256) == [256, 3, 256]
+    assert ch04.merge([97, 97, 97], (97, 97), 256) == [256, 97]
+    assert ch04.merge([97, 97, 97, 97], (97, 97), 256) == [256, 256]
+    assert ch04.merge([2, 1, 2, 1, 2], (1, 2), 7) == [2, 7, 7]
+    assert ch04.merge([4], (4, 4), 5) == [4]
+    # abc: (b, c) has rank 0, so b+c first; then (a, bc) is no merge.
+    assert ch04.encode_word(b"abc", [(b"b", b"c"), (b"a", b"b")]) == [b"a", b"bc"]
+    # abab: (b, a) at rank 0 joins the middle; (a, ba) and (ba, b) are no merges.
+    assert ch04.encode_word(b"abab", [(b"b", b"a"), (b"a", b"b")]) == [b"a", b"ba", b"b"]
+    assert ch04.encode_word(b"aaa", [(b"a", b"a")]) == [b"aa", b"a"]
+    assert ch04.encode_word(b"aaaa", [(b"a", b"a"), (b"aa", b"aa")]) == [b"aaaa"]
+    assert ch04.encode_word(b"", [(b"a", b"a")]) == []
+    vocab = {0: b"caf\xc3", 1: b"\xa9 ", 2: b"\xf0\x9f", 3: b"\x99\x82"}
+    assert ch04.decode([0, 1], vocab) == "café "
+    assert ch04.decode([2, 3], vocab) == "\U0001f642"
+    assert ch04.decode([2], vocab) == "\ufffd"
+    assert ch04.decode([0], vocab) == "caf\ufffd"
 
 
 @pytest.mark.parametrize("name", list(CHECKS))

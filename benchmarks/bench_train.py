@@ -1,20 +1,24 @@
-"""Training-step throughput: llmcourse GPT vs transformers' GPT2LMHeadModel, same everything.
+"""Training-step throughput at three shapes: the llmcourse GPT against a minimal nanoGPT-style
+GPT written below in plain PyTorch (the same math, ``nn.Linear`` everywhere, no input checks)
+and against transformers' GPT2LMHeadModel.
 
-One training step = get a batch, forward, loss, backward, AdamW step (the same optimizer
-groups for both, from ``configure_optimizer``). Both models start from the same weights
-(``GPT.to_hf``), see the same batches and run in the same process; measurements alternate
-between them (ours, HF, ours, HF, …) so that a slow patch of a shared machine hits both.
+One training step = a batch, forward, loss, backward, gradient clipping, AdamW step (the same
+optimizer groups for all, from ``configure_optimizer``). All three start from the same
+weights, see the same batches and run in the same process; the measurements alternate between
+them round by round, in a rotating order, so that a slow patch of a shared machine hits each.
 
-    python benchmarks/bench_train.py              # both shapes, 5 rounds
-    python benchmarks/bench_train.py --rounds 9 --steps 20 --shapes small
+    python benchmarks/bench_train.py                     # three shapes, 7 rounds
+    python benchmarks/bench_train.py --rounds 9 --shapes nanogpt-cpu
 
-Prints tokens/s (median over rounds) for each and the ratio ours / HF (median of the per-round
-ratios, and its range). Goal: ≥ 2×.
+Prints, per shape, tokens/s (median over rounds) of each and the ratios ours / nanoGPT-style and
+ours / transformers (medians of the per-round ratios, with their range). Goal: ours ≥ 1.0× the
+nanoGPT-style GPT at every shape; the last line says whether it is met.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -22,27 +26,99 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from llmcourse.models.gpt import GPT, GPTConfig  # noqa: E402
 from llmcourse.training.batches import get_batch  # noqa: E402
 from llmcourse.training.loop import TrainConfig, configure_optimizer  # noqa: E402
 
-# name: (n_layer, n_head, n_embd, block_size, batch_size)
+# name: (n_layer, n_head, n_embd, block_size, batch_size, vocab_size)
 SHAPES = {
-    "small": (4, 4, 128, 64, 12),  # nanoGPT's CPU recipe
-    "large": (6, 6, 384, 256, 8),
+    "nanogpt-cpu": (4, 4, 128, 64, 12, 65),  # nanoGPT's CPU recipe, characters
+    "bpe-4k": (6, 4, 256, 128, 16, 4096),  # the course preset's shape, a 4096-token BPE
+    "shakespeare-char": (6, 6, 384, 256, 8, 65),  # nanoGPT's Shakespeare-char model, batch 8
 }
-VOCAB = 84  # characters in the Shakespeare training works (nanoGPT: 65), as in the recipes
+GOAL_VS_PLAIN = 1.0
 
 
-def make_step(model: torch.nn.Module, hf: bool, cfg: TrainConfig):
-    """A closure doing one training step on (x, y)."""
+# --- a minimal nanoGPT-style GPT: the reference for "plain PyTorch speed" ---------------------
+
+class PlainAttention(nn.Module):
+    def __init__(self, c: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = c.n_head
+        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)  # 3 × (B, T, C)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+                   for z in (q, k, v))  # (B, h, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, h, T, hd)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))  # (B, T, C)
+
+
+class PlainMLP(nn.Module):
+    def __init__(self, c: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(c.n_embd, 4 * c.n_embd)
+        self.c_proj = nn.Linear(4 * c.n_embd, c.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))  # (B, T, C)
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, c: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.attn = PlainAttention(c)
+        self.ln_2 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon)
+        self.mlp = PlainMLP(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+
+
+class PlainGPT(nn.Module):
+    """GPT-2's math in the fewest lines: pre-LN blocks, tied embeddings, mean cross-entropy.
+    Parameter names are the llmcourse GPT's, so its state dict loads as it is."""
+
+    def __init__(self, c: GPTConfig) -> None:
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.block_size, c.n_embd),
+            h=nn.ModuleList(PlainBlock(c) for _ in range(c.n_layer)),
+            ln_f=nn.LayerNorm(c.n_embd, eps=c.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        t = idx.shape[1]
+        tr = self.transformer
+        x = tr.wte(idx) + tr.wpe(torch.arange(t, device=idx.device))  # (B, T, C)
+        for block in tr.h:
+            x = block(x)  # (B, T, C)
+        logits = self.lm_head(tr.ln_f(x))  # (B, T, V)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+def make_step(model: nn.Module, kind: str, cfg: TrainConfig):
+    """A closure doing one training step on (x, y); ``kind`` says how to get the loss."""
     opt = configure_optimizer(model, cfg)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
-        if hf:
-            loss = model(input_ids=x, labels=None).logits  # (B, T, V)
-            loss = torch.nn.functional.cross_entropy(loss.flatten(0, 1), y.flatten())
+        if kind == "transformers":
+            logits = model(input_ids=x, labels=None).logits  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         else:
             _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
@@ -54,58 +130,154 @@ def make_step(model: torch.nn.Module, hf: bool, cfg: TrainConfig):
     return step
 
 
-def bench(shape: str, rounds: int, steps: int) -> float:
-    n_layer, n_head, n_embd, block, batch = SHAPES[shape]
+def bench(shape: str, rounds: int, steps: int) -> dict[str, float]:
+    """tokens/s of the three models at ``shape``; returns the median ratios."""
+    n_layer, n_head, n_embd, block, batch, vocab = SHAPES[shape]
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(vocab_size=VOCAB, block_size=block, n_layer=n_layer, n_head=n_head,
-                         n_embd=n_embd, dropout=0.0)).train()
+    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head,
+                       n_embd=n_embd, dropout=0.0)
+    ours = GPT(config).train()
+    plain = PlainGPT(config).train()
+    plain.load_state_dict(ours.state_dict())
     theirs = ours.to_hf().train()
     cfg = TrainConfig(batch_size=batch, block_size=block)
-    data = torch.randint(0, VOCAB, (200_000,), generator=torch.Generator().manual_seed(0))
-    runners = {"llmcourse": make_step(ours, False, cfg), "transformers": make_step(theirs, True,
-                                                                                    cfg)}
+    data = torch.randint(0, vocab, (200_000,), generator=torch.Generator().manual_seed(0))
+    models = {"llmcourse": ours, "nanoGPT-style": plain, "transformers": theirs}
+    runners = {name: make_step(m, name, cfg) for name, m in models.items()}
     gen = torch.Generator().manual_seed(1)
     batches = [get_batch(data, batch, block, gen) for _ in range(steps)]
 
     # Same weights, same batch: the first losses agree (checks the comparison is fair).
     first = {name: run(*batches[0]) for name, run in runners.items()}
-    print(f"[{shape}] {n_layer} layers, {n_head} heads, width {n_embd}, block {block}, "
-          f"batch {batch}, vocab {VOCAB}; {ours.num_parameters() / 1e6:.2f}M params; "
-          f"HF attention: {theirs.config._attn_implementation}; first-step loss "
-          f"{first['llmcourse']:.5f} vs {first['transformers']:.5f}")
+    assert max(first.values()) - min(first.values()) < 1e-4 * max(1.0, math.log(vocab)), first
+    print(f"[{shape}] {n_layer} layers, {n_head} heads, width {n_embd}, context {block}, "
+          f"batch {batch}, vocab {vocab}; {ours.num_parameters() / 1e6:.2f}M params; HF "
+          f"attention: {theirs.config._attn_implementation}; first-step loss " + ", ".join(
+              f"{name} {loss:.5f}" for name, loss in first.items()))
     for run in runners.values():  # warm-up
         for x, y in batches[:2]:
             run(x, y)
-    speeds: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    speeds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = list(runners) if r % 2 == 0 else list(runners)[::-1]
-        for name in order:
+        for name in names[r % 3:] + names[:r % 3]:  # rotate who goes first
             t0 = time.perf_counter()
             for x, y in batches:
                 runners[name](x, y)
             speeds[name].append(steps * batch * block / (time.perf_counter() - t0))
-    ratios = [a / b for a, b in zip(speeds["llmcourse"], speeds["transformers"], strict=True)]
-    ours_tps, hf_tps = statistics.median(speeds["llmcourse"]), statistics.median(
-        speeds["transformers"])
-    ratio = statistics.median(ratios)
-    print(f"[{shape}] llmcourse {ours_tps:,.0f} tokens/s, transformers {hf_tps:,.0f} tokens/s: "
-          f"ratio {ratio:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}, {rounds} rounds "
-          f"of {steps} steps)")
-    return ratio
+    ratios = {}
+    for other in ("nanoGPT-style", "transformers"):
+        per_round = [a / b for a, b in zip(speeds["llmcourse"], speeds[other], strict=True)]
+        ratios[other] = statistics.median(per_round)
+        ratios[other + " range"] = (min(per_round), max(per_round))
+    tps = {name: statistics.median(v) for name, v in speeds.items()}
+    print(f"[{shape}] tokens/s: " + ", ".join(f"{n} {v:,.0f}" for n, v in tps.items()) +
+          f"; llmcourse / nanoGPT-style {ratios['nanoGPT-style']:.3f}x (rounds "
+          f"{ratios['nanoGPT-style range'][0]:.2f}-{ratios['nanoGPT-style range'][1]:.2f}), "
+          f"llmcourse / transformers {ratios['transformers']:.3f}x (rounds "
+          f"{ratios['transformers range'][0]:.2f}-{ratios['transformers range'][1]:.2f}); "
+          f"{rounds} rounds of {steps} steps")
+    return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 vs fp32 comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    results = {}
     for shape in args.shapes:
-        bench(shape, args.rounds, args.steps if shape == "small" else max(2, args.steps // 5))
+        steps = args.steps if SHAPES[shape][2] <= 128 else max(2, args.steps // 2)
+        results[shape] = bench(shape, args.rounds, steps)
+    if not args.no_bf16:
+        bench_bf16()
+    met = all(r["nanoGPT-style"] >= GOAL_VS_PLAIN for r in results.values())
+    print(f"goal (fp32 training step, llmcourse >= {GOAL_VS_PLAIN}x the nanoGPT-style GPT at "
+          f"every shape): {'met' if met else 'NOT met'} (" + ", ".join(
+              f"{s} {r['nanoGPT-style']:.2f}x" for s, r in results.items()) + ")")
+
+def bench_bf16(rounds: int = 5, steps: int = 8, loss_steps: int = 150) -> float:
+    """bf16 autocast (float32 master weights) against float32 at the 6L/4H/256 shape of the
+    ``course-cpu`` preset, on characters of the Shakespeare training works: the step-time
+    ratio (alternating rounds, median), then the held-out loss of both after the same short
+    run from the same weights (``train`` with ``dtype="bf16"`` vs ``"fp32"``; evaluated in
+    float32 on the first 20,000 characters of the held-out works). Returns the speed-up.
+    """
+    # Imported here, not at the top: this function is self-contained, added to a file that
+    # another part of the project owns.
+    from dataclasses import replace
+
+    from llmcourse.text.chars import CharTokenizer
+    from llmcourse.text.corpus import load_works, split_works, token_stream
+    from llmcourse.training.loop import evaluate_stream, train
+    from llmcourse.training.precision import autocast, fast_bf16
+
+    fast, why = fast_bf16("cpu")
+    print(f"[bf16] {why}" + ("" if fast else " -- expect no speed-up"))
+    train_works, val_works = split_works(load_works())
+    tok = CharTokenizer.from_text("\n\n".join(train_works.values()))
+    train_ids = token_stream(train_works, tok, "\n\n")  # (N_train,)
+    val_ids = token_stream(val_works, tok, "\n\n")[:20_001]  # (20001,)
+    n_layer, n_head, n_embd, block, batch = 6, 4, 256, 128, 8
+    config = GPTConfig(vocab_size=tok.vocab_size, block_size=block, n_layer=n_layer,
+                       n_head=n_head, n_embd=n_embd, dropout=0.0)
+    cfg = TrainConfig(max_steps=loss_steps, batch_size=batch, block_size=block,
+                      learning_rate=1e-3, min_lr=1e-4, warmup_steps=20,
+                      eval_interval=loss_steps, eval_batches=2, progress=False)
+
+    # Step time: one model and optimizer per dtype, the same batches, alternating rounds.
+    torch.manual_seed(0)
+    models = {"fp32": GPT(config).train()}
+    models["bf16"] = GPT(config).train()
+    models["bf16"].load_state_dict(models["fp32"].state_dict())
+    optimizers = {dt: configure_optimizer(m, cfg) for dt, m in models.items()}
+    gen = torch.Generator().manual_seed(1)
+    batches = [get_batch(train_ids, batch, block, gen) for _ in range(steps)]
+
+    def run(dt: str) -> float:
+        t0 = time.perf_counter()
+        for x, y in batches:
+            with autocast(dt, "cpu"):
+                _, loss = models[dt](x, y)
+            optimizers[dt].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(models[dt].parameters(), cfg.grad_clip)
+            optimizers[dt].step()
+        return (time.perf_counter() - t0) / steps
+
+    for dt in models:  # warm-up (first-call allocations, oneDNN kernel choice)
+        run(dt)
+    times: dict[str, list[float]] = {dt: [] for dt in models}
+    for r in range(rounds):
+        for dt in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            times[dt].append(run(dt))
+    ratios = [a / b for a, b in zip(times["fp32"], times["bf16"], strict=True)]
+    speedup = statistics.median(ratios)
+    print(f"[bf16] {n_layer} layers, {n_head} heads, width {n_embd}, block {block}, batch "
+          f"{batch}, vocab {tok.vocab_size}: step {statistics.median(times['fp32']) * 1e3:.0f} ms"
+          f" fp32, {statistics.median(times['bf16']) * 1e3:.0f} ms bf16; bf16/fp32 step time "
+          f"{1 / speedup:.3f} ({speedup:.2f}x faster; per round {min(ratios):.2f}-"
+          f"{max(ratios):.2f}x, {rounds} rounds of {steps} steps)")
+
+    # Held-out loss after the same short run, from the same weights.
+    losses = {}
+    for dt in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = GPT(config)
+        train(model, train_ids, val_ids, replace(cfg, dtype=dt))
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
+        losses[dt] = evaluate_stream(model, val_ids, block_size=block)[0]
+    gap = (losses["bf16"] - losses["fp32"]) / losses["fp32"]
+    print(f"[bf16] held-out loss after {loss_steps} steps: fp32 {losses['fp32']:.4f}, bf16 "
+          f"{losses['bf16']:.4f} nats/char ({gap:+.2%}; " +
+          ("within 1%)" if abs(gap) < 0.01 else "MORE than 1% apart)"))
+    return speedup
 
 
 if __name__ == "__main__":

@@ -274,6 +274,30 @@ def test_oracle_loss_gradients_match_hf():
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_oracle_adamw_steps_match_hf_and_keep_the_layout():
+    """Three AdamW steps (with weight decay) on our input-major parameters and on HF's copy
+    end at the same weights: the optimizer state follows the parameters' layout, and the
+    stored layout (what decoding reads fast) survives training."""
+    cfg = CONFIGS["small"]
+    ours = _ours(cfg, seed=21).train()
+    hf = _hf_from_ours(ours).train()
+    layouts = {name: p.stride() for name, p in ours.named_parameters()}
+    assert layouts["transformer.wte.weight"] == (1, cfg.vocab_size)  # (V, C) stored (C, V)
+    assert layouts["transformer.h.0.attn.c_attn.weight"] == (1, 3 * cfg.n_embd)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1) for m in (ours, hf)]
+    for step in range(3):
+        idx = _ids(cfg, 2, 9, seed=30 + step)
+        for model, opt in zip((ours, hf), opts, strict=True):
+            opt.zero_grad()
+            loss = model(idx, _shifted(idx))[1] if model is ours else model(idx, labels=idx).loss
+            loss.backward()
+            opt.step()
+    theirs = hf.state_dict()
+    for name, tensor in ours.to_hf_state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert {name: p.stride() for name, p in ours.named_parameters()} == layouts
+
+
 def test_loss_is_cross_entropy_of_the_logits():
     cfg = CONFIGS["tiny"]
     ours = _ours(cfg, seed=18)

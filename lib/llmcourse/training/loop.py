@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from llmcourse.core.torch_modes import eval_mode
 from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT
 from llmcourse.training.batches import get_batch
@@ -207,13 +208,11 @@ def estimate_loss(model: nn.Module, stream: torch.Tensor, *, batch_size: int, bl
     """Mean loss on ``n_batches`` random windows drawn with a generator seeded by ``seed``:
     the same windows at every call, so successive estimates differ only by the model."""
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()  # dropout off
     total = 0.0
-    for _ in range(n_batches):
-        x, y = get_batch(stream, batch_size, block_size, gen)  # (B, T), (B, T)
-        total += model(x, y)[1].item()
-    model.train(was_training)
+    with eval_mode(model):  # dropout off; the mode comes back even if a batch fails
+        for _ in range(n_batches):
+            x, y = get_batch(stream, batch_size, block_size, gen)  # (B, T), (B, T)
+            total += model(x, y)[1].item()
     return total / n_batches
 
 
@@ -246,22 +245,20 @@ def evaluate_stream(model: GPT, stream: torch.Tensor, *, block_size: int,
     n_pred = stream.numel() - 1
     if n_pred < 1:
         raise ValueError(f"stream has {stream.numel()} tokens; need at least 2")
-    was_training = model.training
-    model.eval()
     total = torch.zeros((), dtype=torch.float64)
     n_full = n_pred // block_size
-    for i in range(0, n_full, batch_size):
-        starts = torch.arange(i, min(i + batch_size, n_full)) * block_size  # (b,)
-        idx = (starts[:, None] + torch.arange(block_size + 1)).to(stream.device)  # (b, T+1)
-        w = stream[idx]  # (b, T+1)
-        logits = model(w[:, :-1])[0]  # (b, T, V)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), w[:, 1:].flatten(),
-                                 reduction="sum").double().cpu()
-    rest = stream[n_full * block_size:]  # (r + 1,) the tail, shorter than a window
-    if rest.numel() > 1:
-        logits = model(rest[None, :-1])[0]  # (1, r, V)
-        total += F.cross_entropy(logits[0].float(), rest[1:], reduction="sum").double().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, n_full, batch_size):
+            starts = torch.arange(i, min(i + batch_size, n_full)) * block_size  # (b,)
+            idx = (starts[:, None] + torch.arange(block_size + 1)).to(stream.device)  # (b, T+1)
+            w = stream[idx]  # (b, T+1)
+            logits = model(w[:, :-1])[0]  # (b, T, V)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), w[:, 1:].flatten(),
+                                     reduction="sum").double().cpu()
+        rest = stream[n_full * block_size:]  # (r + 1,) the tail, shorter than a window
+        if rest.numel() > 1:
+            logits = model(rest[None, :-1])[0]  # (1, r, V)
+            total += F.cross_entropy(logits[0].float(), rest[1:], reduction="sum").double().cpu()
     return total.item() / n_pred, n_pred
 
 

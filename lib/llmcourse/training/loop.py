@@ -11,9 +11,12 @@ One training step is the seed's recipe, in order:
 Every ``eval_interval`` steps the loss is measured on *fixed* batches of the training works and
 of the held-out works (the same windows each time, so the curve's wiggles are the model's, not
 the sampling's), and a checkpoint is written (:mod:`llmcourse.models.checkpoint`). A run can be
-stopped
-and resumed: the checkpoint holds the optimizer state, the step and the random-number
+stopped and resumed: the checkpoint holds the optimizer state, the step and the random-number
 generators, so the resumed run takes exactly the steps the uninterrupted one would have.
+
+``TrainConfig(dtype="bf16")`` runs the forward and backward passes under bfloat16 autocast
+while the weights, gradients and optimizer state stay float32
+(:mod:`llmcourse.training.precision`); the default ``"fp32"`` uses no autocast at all.
 
 The command ``python -m llmcourse.training course --out data/checkpoints/NAME`` trains the
 course's own GPT-2-format checkpoint (see :mod:`llmcourse.training.cli`).
@@ -330,6 +333,13 @@ def train(
 
     Returns:
         The :class:`History`, including what was measured before a resume.
+
+    Raises:
+        TypeError: a model with float16/bfloat16 parameters (checked before any step: train a
+            float32 model, with ``dtype="bf16"`` for speed), or arguments of the wrong type.
+        ValueError: streams shorter than a batch or with ids outside the vocabulary, a context
+            above the model's, a tokenizer larger than the model's vocabulary.
+        NoSpaceError: the disk filled up while writing a checkpoint; the previous one is intact.
     """
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")

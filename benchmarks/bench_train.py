@@ -202,6 +202,7 @@ def main() -> None:
           f"every shape): {'met' if met else 'NOT met'} (" + ", ".join(
               f"{s} {r['nanoGPT-style']:.2f}x" for s, r in results.items()) + ")")
 
+
 def bench_bf16(rounds: int = 5, steps: int = 8, loss_steps: int = 150) -> float:
     """bf16 autocast (float32 master weights) against float32 at the 6L/4H/256 shape of the
     ``course-cpu`` preset, on characters of the Shakespeare training works: the step-time

@@ -23,11 +23,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any
 
 import regex
 
-from llmcourse.checks import compare
+from llmcourse.checks import compare, require_function
 from llmcourse.text.bpe import GPT2_SPLIT_PATTERN, ByteLevelBPE
 from llmcourse.text.bpe_teaching import get_stats, merge  # merge is the exercise's reference
 
@@ -113,12 +112,6 @@ def decode(ids: Sequence[int], vocab: Mapping[int, bytes]) -> str:
 # ----------------------------------------------------------------------------- checkers
 
 
-def _need_callable(fn: Any, what: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, e.g. check_{what}({what}); "
-                        f"got {type(fn).__name__}")
-
-
 class _Vocab(dict):
     """A dict of id -> bytes whose repr skips the 256 single bytes (failure messages stay short)."""
 
@@ -139,7 +132,7 @@ def check_count_pairs(fn: Callable[[Sequence[Sequence[int]]], dict[tuple[int, in
     Cases catch counting across chunk boundaries, counting a pair once per chunk, dropping the
     last pair of a chunk, and counting repeated ids (``[7, 7, 7, 7]``) without overlaps.
     """
-    _need_callable(fn, "count_pairs")
+    require_function(fn, "count_pairs")
     rng = random.Random(401)
     cases = [
         ([[1, 2, 3, 1, 2]],),
@@ -163,7 +156,7 @@ def check_merge(fn: Callable[[Sequence[int], tuple[int, int], int], list[int]]) 
     Cases catch the overlap mistake (``[97, 97, 97]`` with ``(97, 97)`` must give
     ``[new, 97]``), replacing only the first occurrence, and losing the last id.
     """
-    _need_callable(fn, "merge")
+    require_function(fn, "merge")
     rng = random.Random(402)
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 256),
@@ -191,7 +184,7 @@ def check_encode_word(fn: Callable[[bytes, Sequence[tuple[bytes, bytes]]], list[
     merges applied from the last learned. Then words of a sonnet and new words (with
     multi-byte characters) against merges learned from that sonnet.
     """
-    _need_callable(fn, "encode_word")
+    require_function(fn, "encode_word")
     learned = ByteLevelBPE.train(_SONNET, 256 + 60, special_tokens=()).merges
     words = [w.encode("utf-8") for w in regex.findall(GPT2_SPLIT_PATTERN, _SONNET)]
     rng = random.Random(403)
@@ -218,7 +211,7 @@ def check_decode(fn: Callable[[Sequence[int], Mapping[int, bytes]], str]) -> Non
     U+FFFD where the whole gives the character), and hold invalid bytes (``errors="strict"``
     raises, ``errors="ignore"`` silently drops them).
     """
-    _need_callable(fn, "decode")
+    require_function(fn, "decode")
     vocab = _Vocab({i: bytes([i]) for i in range(256)})
     vocab.update({256: b" the", 257: b"caf\xc3", 258: b"\xa9 ", 259: b"\xf0\x9f",
                   260: b"\x99\x82", 261: b"\xe7\x8c\xab"})

@@ -492,6 +492,9 @@ def test_gpt2_124m_shape_greedy_and_beam_match_hf(gpt2_small):
 
 # --- properties and invalid settings --------------------------------------------------------
 
+# Random prompts may end with the EOS id in some rows: generate warns that this looks like
+# right padding (tests/test_boundary_checks.py checks the warning), which is not the point here.
+@pytest.mark.filterwarnings("ignore:input_ids looks right-padded")
 @given(b=st.integers(1, 3), t=st.integers(1, 6), new=st.integers(1, 6),
        beams=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_output_starts_with_prompt(b, t, new, beams, seed):

@@ -52,7 +52,7 @@ def test_not_implemented_says_so(name):
 
 
 def test_passing_the_result_instead_of_the_function_is_a_type_error():
-    with pytest.raises(TypeError, match="pass your function itself"):
+    with pytest.raises(TypeError, match="pass the function itself"):
         ch05.check_cross_entropy(ch05.cross_entropy(torch.zeros(1, 2), torch.tensor([0])))
 
 

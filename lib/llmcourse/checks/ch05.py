@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from llmcourse.checks import CheckFailed, compare
+from llmcourse.checks import CheckFailed, compare, require_function
 from llmcourse.training.loop import TrainConfig, lr_at
 
 __all__ = [
@@ -88,17 +87,11 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
     return x, y
 
 
-def _need_callable(fn: Any, what: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, e.g. check_{what}({what}); "
-                        f"got {type(fn).__name__}")
-
-
 def check_lr_schedule(fn: Callable[[int, float, float, int, int], float]) -> None:
     """Check ``fn(step, max_lr, min_lr, warmup_steps, max_steps)`` against the library's
     schedule: the first and last warmup steps, the peak, the middle and the end of the cosine,
     past the end, and a schedule without warmup."""
-    _need_callable(fn, "lr_schedule")
+    require_function(fn, "lr_schedule")
     grid = [(1e-3, 1e-4, 100, 2000), (1.0, 0.0, 10, 100), (6e-4, 6e-5, 0, 50)]
     cases = []
     for max_lr, min_lr, w, s in grid:
@@ -117,7 +110,7 @@ def check_lr_schedule(fn: Callable[[int, float, float, int, int], float]) -> Non
 def check_cross_entropy(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(logits, targets)`` against ``torch.nn.functional.cross_entropy`` (mean over
     rows), including logits large enough to overflow a naive ``exp``."""
-    _need_callable(fn, "cross_entropy")
+    require_function(fn, "cross_entropy")
     gen = torch.Generator().manual_seed(505)
     cases = [
         (torch.zeros(1, 4), torch.tensor([2])),  # uniform: log 4
@@ -140,7 +133,7 @@ def _fail(msg: str, hint: str) -> None:
 def check_get_batch(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Check ``fn(data, batch_size, block_size, generator)`` by its properties on streams whose
     values give away their positions (``data[i] = 3·i``)."""
-    _need_callable(fn, "get_batch")
+    require_function(fn, "get_batch")
     count = 0
     for n, b, t in [(50, 4, 8), (12, 400, 8), (9, 300, 8), (200, 16, 1), (1000, 3, 64)]:
         data = torch.arange(n) * 3

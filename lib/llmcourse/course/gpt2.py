@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 from huggingface_hub import hf_hub_download
 
 from llmcourse.core.files import REPO_ROOT, recover_folder, shown
@@ -43,19 +44,16 @@ HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 HUB_HOST, HUB_PORT = "huggingface.co", 443
 FALLBACK_ENV = "LLMCOURSE_FALLBACK_CHECKPOINT"
 
-_TRUE = ("1", "true", "yes", "on")
-
-
 def hub_reachable(timeout: float = 1.5) -> tuple[bool, str]:
     """Whether the Hugging Face hub answers, and if not, why (for the message).
 
-    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to 1 means offline without trying.
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to 1 means offline without trying:
+    ``huggingface_hub``'s own switch, read when it was first imported, decides.
     Otherwise a TCP connection to huggingface.co:443 is tried in a background thread, since
     a name lookup with no network can block far longer than any socket timeout.
     """
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in _TRUE:
-            return False, f"{var}=1"
+    if huggingface_hub.constants.is_offline_mode():
+        return False, "HF_HUB_OFFLINE=1"
     result: list[str] = []
 
     def attempt() -> None:

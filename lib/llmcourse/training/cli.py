@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from llmcourse.decoding.generate import generate
 from llmcourse.models.checkpoint import is_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.text.bpe import EOT, ByteLevelBPE
@@ -93,6 +94,8 @@ PRESETS: dict[str, Preset] = {
 
 def _plot(history: History) -> bytes:
     """The loss curves as a PNG."""
+    # Imported here: a second of start-up that only a finished run needs, and the file-only
+    # Agg backend must be chosen before pyplot is imported.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,8 +118,6 @@ def _plot(history: History) -> bytes:
 
 def _sample(model: GPT, tokenizer: ByteLevelBPE, prompt: str, n: int, seed: int) -> str:
     """``n`` tokens sampled after ``prompt`` (top-k 40, temperature 0.8), reproducibly."""
-    from llmcourse.decoding.generate import generate
-
     ids = torch.tensor([tokenizer.encode(prompt)])  # (1, t)
     n = min(n, model.config.block_size - ids.shape[1])
     out = generate(model.eval(), ids, max_new_tokens=n, do_sample=True, temperature=0.8,

@@ -50,7 +50,9 @@ def test_report_shape_and_required_checks():
 def test_report_shows_installed_versions():
     report = _by_name(environment_report())
     assert platform.python_version() in report["python"].detail
-    assert torch.__version__ in report["torch"].detail
+    # The installed distribution's version: "2.13.0+cpu" from the CPU index, "2.13.0" from PyPI
+    # (whose torch.__version__ still says "+cu130").
+    assert importlib.metadata.version("torch") in report["torch"].detail
     for name in ("transformers", "tokenizers"):
         assert importlib.metadata.version(name) in report[name].detail
     assert f"{torch.get_num_threads()} thread(s)" in report["cpu threads"].detail
@@ -99,7 +101,8 @@ def test_torch_local_build_label_matches_pin(tmp_path, monkeypatch):
     public = torch.__version__.split("+")[0]
     report = _by_name(environment_report(_pyproject(tmp_path, [f"torch=={public}"])))
     assert report["torch"].ok, report["torch"].detail
-    assert f"{torch.__version__} (pinned {public}); CPU build" in report["torch"].detail
+    installed = importlib.metadata.version("torch")
+    assert f"{installed} (pinned {public}); CPU build" in report["torch"].detail
     other = _by_name(environment_report(_pyproject(tmp_path, ["torch==1.0.0"])))
     assert not other["torch"].ok
     assert "installed but the course pins 1.0.0" in other["torch"].detail

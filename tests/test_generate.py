@@ -403,12 +403,14 @@ def test_weights_changed_after_generate_are_used(prompts):
     assert torch.equal(second, generate(model, ids, max_new_tokens=4, use_cache=False))
 
 
-@given(out=st.integers(1, 70), inp=st.integers(1, 40), n=st.integers(1, 5),
-       rank3=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_input_major_linear_equals_f_linear(out, inp, n, rank3, bias, seed):
-    """The re-stored weights (input-major where out >= in) compute torch's F.linear on a
-    contiguous copy of the same weights: any shape, 2-D or 3-D input, with or without bias;
-    gradients too."""
+@given(out=st.integers(1, 70), inp=st.integers(1, 40), rows=st.integers(1, 20),
+       rank3=st.booleans(), bias=st.booleans(), threads=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_input_major_linear_equals_f_linear(out, inp, rows, rank3, bias, threads, seed):
+    """The re-stored weights (input-major where out >= in), with the thread-sliced product for
+    a few rows, compute torch's F.linear on a contiguous copy of the same weights: any shape
+    (cut evenly by the thread count or not), 2-D or 3-D input, with or without bias, any
+    number of threads; gradients too."""
     torch.manual_seed(seed)
     layer = Linear(inp, out, bias=bias)
     if min(out, inp) > 1:  # a row or column vector is stored the same either way
@@ -416,9 +418,15 @@ def test_input_major_linear_equals_f_linear(out, inp, n, rank3, bias, seed):
     ref = torch.nn.Linear(inp, out, bias=bias)
     ref.load_state_dict(layer.state_dict())
     assert ref.weight.is_contiguous()
-    x = torch.randn(2, n, inp) if rank3 else torch.randn(n, inp)
-    torch.testing.assert_close(layer(x), ref(x), atol=1e-5, rtol=1e-5)
-    layer(x).square().sum().backward()
+    x = torch.randn(2, -(-rows // 2), inp) if rank3 else torch.randn(rows, inp)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = layer(x)
+        torch.testing.assert_close(y, ref(x), atol=1e-5, rtol=1e-5)
+        y.square().sum().backward()
+    finally:
+        torch.set_num_threads(before)
     ref(x).square().sum().backward()
     torch.testing.assert_close(layer.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
 

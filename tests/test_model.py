@@ -226,6 +226,27 @@ def test_oracle_kv_cache_with_left_padding_matches_hf():
     torch.testing.assert_close(b, hf_b, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_oracle_one_token_steps_match_hf_with_threads(threads):
+    """Decoding one token at a time takes the thread-sliced matrix-vector product (2 threads
+    cut every matrix evenly here, 3 cut none): each step's logits equal HF's full forward."""
+    cfg = CONFIGS["small"]
+    ours = _ours(cfg, seed=22)
+    hf = _hf_from_ours(ours)
+    idx = _ids(cfg, 1, 10, seed=22)
+    cache = ours.new_cache(batch_size=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            steps = [ours(idx[:, i:i + 1], cache=cache)[0] for i in range(10)]
+    finally:
+        torch.set_num_threads(before)
+    with torch.no_grad():
+        theirs = hf(idx).logits
+    torch.testing.assert_close(torch.cat(steps, dim=1), theirs, atol=ATOL, rtol=0)
+
+
 # ------------------------------------------------------------------------------ loss
 
 

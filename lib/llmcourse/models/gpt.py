@@ -30,7 +30,7 @@ from llmcourse.core.validate import (
 )
 from llmcourse.nn.block import Block
 from llmcourse.nn.kv_cache import KVCache
-from llmcourse.nn.linear import input_major
+from llmcourse.nn.linear import Linear, input_major
 from llmcourse.nn.norms import LayerNorm
 
 __all__ = ["GPTConfig", "GPT", "parameter_count", "position_ids_from_mask"]
@@ -169,7 +169,7 @@ class GPT(nn.Module):
         # The embedding, (vocab, C), stored (C, vocab): the output layer then reads it as
         # x @ Wᵀ with Wᵀ contiguous (fast for one token); looking up a few rows is cheap anyway.
         self.transformer.wte.weight = nn.Parameter(input_major(self.transformer.wte.weight))
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
         # Weight tying (Press & Wolf, 2017): the output layer reuses the token embeddings.
         self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)

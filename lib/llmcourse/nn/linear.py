@@ -16,6 +16,16 @@ one forward that serves training, scoring and decoding alike. Training is unaffe
 matrix-matrix product reads either layout at the same speed) and autograd gives the gradient,
 and so the optimizer state, the parameter's own layout.
 
+One more choice, for a handful of rows on a CPU (decoding: one token per sequence): torch's
+matrix-vector kernel shares a matrix poorly among threads, so the product runs as P = (number
+of threads) independent slices side by side with ``torch.bmm``, each thread streaming its own
+contiguous part of the stored weight, a *view*, never a copy:
+
+- input-major W (stored (in, out)): the inputs are cut in P parts, x Wᵀ = Σ_p x_p Wᵀ_p;
+- output-major W (stored (out, in)): the outputs are cut in P parts, each computed whole.
+
+The sums are the same up to float rounding order (tests compare with ``F.linear``).
+
 Example:
     >>> layer = Linear(4, 8)
     >>> layer.weight.shape, layer.weight.stride()       # (out, in), stored (in, out)
@@ -28,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Linear", "input_major", "is_input_major"]
@@ -51,14 +62,45 @@ def is_input_major(weight: torch.Tensor) -> bool:
 
 class Linear(nn.Linear):
     """``nn.Linear`` (y = x Wᵀ + b, W of shape (out, in)) with W stored input-major when
-    out ≥ in, the layout the batch-1 matrix-vector product streams fastest.
+    out ≥ in, the layout the batch-1 matrix-vector product streams fastest, and a
+    thread-sliced product for a few rows on a CPU (see the module's docstring).
 
     Same parameters, names, initialisation and state dict as ``nn.Linear``; loading a state
     dict copies into the stored layout.
     """
+
+    MATVEC_ROWS = 16  # up to this many rows the product is memory-bound: slice it by thread
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if out_features >= in_features:
             with torch.no_grad():
                 self.weight = nn.Parameter(input_major(self.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in) → (..., out)."""
+        rows = x.numel() // self.in_features if self.in_features else 0
+        parts = torch.get_num_threads()
+        if parts > 1 and 0 < rows <= self.MATVEC_ROWS and x.device.type == "cpu":
+            y = _sliced_matvec(x.reshape(rows, self.in_features), self.weight, parts)
+            if y is not None:  # (rows, out)
+                if self.bias is not None:
+                    y = y + self.bias
+                return y.view(*x.shape[:-1], self.out_features)  # (..., out)
+        return F.linear(x, self.weight, self.bias)
+
+
+def _sliced_matvec(x: torch.Tensor, weight: torch.Tensor, parts: int) -> torch.Tensor | None:
+    """x (M, in) @ weightᵀ as ``parts`` slices of the stored weight, one per thread; None
+    when the weight does not cut evenly (the caller then uses F.linear)."""
+    out, inp = weight.shape
+    m = x.shape[0]
+    if is_input_major(weight) and inp % parts == 0:
+        w = weight.t().view(parts, inp // parts, out)  # (P, in/P, out), a view
+        xs = x.view(m, parts, inp // parts).transpose(0, 1)  # (P, M, in/P)
+        return torch.bmm(xs, w).sum(dim=0)  # (M, out): the P partial sums added
+    if weight.is_contiguous() and out % parts == 0:
+        w = weight.view(parts, out // parts, inp)  # (P, out/P, in), a view
+        ys = torch.bmm(x.expand(parts, m, inp), w.transpose(1, 2))  # (P, M, out/P)
+        return ys.transpose(0, 1).reshape(m, out)  # (M, out): the P slices side by side
+    return None

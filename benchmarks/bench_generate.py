@@ -52,17 +52,22 @@ def read_bandwidth(mib: int = 512, repeats: int = 5) -> float:
 
 
 def layout_gemv(model: GPT, repeats: int = 5) -> list[tuple[str, float]]:
-    """GB/s of the output layer's matrix-vector product, W (V, C) stored two ways: (out, in)
-    as ``nn.Linear`` keeps it, and (in, out) contiguous (a transposed view, as the model
-    stores it): both through ``F.linear``, the call the model's forward makes."""
+    """GB/s of the output layer's matrix-vector product, W (V, C): stored (out, in) as
+    ``nn.Linear`` keeps it and (in, out) as the model stores it, both through ``F.linear``;
+    then the model's own layer, which cuts the product in one slice per thread."""
     w = model.lm_head.weight.detach()
+    out_in, in_out = w.contiguous(), input_major(w)
     x = torch.randn(1, w.shape[1])
     gb = w.numel() * 4 / 1e9
+    ways = [("(out, in)", lambda: torch.nn.functional.linear(x, out_in)),
+            ("(in, out)", lambda: torch.nn.functional.linear(x, in_out)),
+            (f"(in, out) in {torch.get_num_threads()} slices, the model's layer",
+             lambda: model.lm_head(x))]
     rates = []
-    for name, weight in (("(out, in)", w.contiguous()), ("(in, out)", input_major(w))):
-        run = lambda weight=weight: torch.nn.functional.linear(x, weight)  # noqa: E731
-        run()
-        rates.append((name, gb / best_time(run, repeats)))
+    with torch.inference_mode():
+        for name, run in ways:
+            run()
+            rates.append((name, gb / best_time(run, repeats)))
     return rates
 
 

@@ -60,7 +60,9 @@ class CausalSelfAttention(nn.Module):
         padding. With ``cache``, this layer's keys/values are appended and attention runs
         over all S = cached + T positions.
         """
-        check_features("x", x, self.n_embd)
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 3
+                and x.shape[-1] == self.n_embd):
+            check_features("x", x, self.n_embd)  # says what is wrong
         b, t, c = x.shape
         s = t + (cache.length if cache is not None else 0)  # keys attended over
         if mask is not None:  # before anything is written to the cache
@@ -108,7 +110,9 @@ class Block(nn.Module):
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """(B, T, C) → (B, T, C); ``mask``, ``cache`` and ``layer`` as in
         :meth:`CausalSelfAttention.forward`, which checks the mask."""
-        check_features("x", x, self.attn.n_embd)
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 3
+                and x.shape[-1] == self.attn.n_embd):
+            check_features("x", x, self.attn.n_embd)  # says what is wrong
         if self.norm_first:
             x = x + self.attn(self.ln_1(x), mask, cache, layer)  # (B, T, C)
             x = x + self.mlp(self.ln_2(x))  # (B, T, C)

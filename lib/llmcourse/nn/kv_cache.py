@@ -70,9 +70,13 @@ class KVCache:
                 f"keys of shape {tuple(k.shape)} do not fit a cache of (B, h, ·, hd) = "
                 f"{tuple(self.k.shape[1:3])} + ({self.k.shape[-1]},)"
             )
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, h, L+T, hd)
+        # select/narrow: the same views as self.k[layer, :, :, a:b], with less Python per call
+        # (this runs once per layer and per generated token).
+        k_all = self.k.select(0, layer).narrow(2, 0, end)  # (B, h, L+T, hd)
+        v_all = self.v.select(0, layer).narrow(2, 0, end)
+        k_all.narrow(2, self.length, t).copy_(k)
+        v_all.narrow(2, self.length, t).copy_(v)
+        return k_all, v_all
 
     def advance(self, t: int) -> None:
         """Mark ``t`` more positions as filled (after every layer has stored them).

@@ -79,28 +79,36 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., in) → (..., out)."""
-        rows = x.numel() // self.in_features if self.in_features else 0
-        parts = torch.get_num_threads()
-        if parts > 1 and 0 < rows <= self.MATVEC_ROWS and x.device.type == "cpu":
-            y = _sliced_matvec(x.reshape(rows, self.in_features), self.weight, parts)
+        weight, bias = self.weight, self.bias
+        if x.is_cpu and x.numel() <= self.MATVEC_ROWS * self.in_features:
+            parts = torch.get_num_threads()
+            y = _sliced_matvec(x.reshape(-1, self.in_features), weight, parts) if parts > 1 \
+                else None
             if y is not None:  # (rows, out)
-                if self.bias is not None:
-                    y = y + self.bias
+                if bias is not None:
+                    y += bias
                 return y.view(*x.shape[:-1], self.out_features)  # (..., out)
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, weight, bias)
 
 
 def _sliced_matvec(x: torch.Tensor, weight: torch.Tensor, parts: int) -> torch.Tensor | None:
     """x (M, in) @ weightᵀ as ``parts`` slices of the stored weight, one per thread; None
-    when the weight does not cut evenly (the caller then uses F.linear)."""
+    when the weight does not cut evenly (the caller then uses F.linear).
+
+    ``as_strided`` builds each sliced view in one call (this runs for every layer and every
+    generated token, so the number of small Python-level operations shows)."""
     out, inp = weight.shape
     m = x.shape[0]
-    if is_input_major(weight) and inp % parts == 0:
-        w = weight.t().view(parts, inp // parts, out)  # (P, in/P, out), a view
-        xs = x.view(m, parts, inp // parts).transpose(0, 1)  # (P, M, in/P)
+    if m == 0 or not x.is_contiguous():
+        return None
+    if weight.stride() == (1, out) and inp % parts == 0:  # input-major: cut the inputs
+        k = inp // parts
+        w = weight.as_strided((parts, k, out), (k * out, out, 1))  # (P, in/P, out) of Wᵀ
+        xs = x.as_strided((parts, m, k), (k, inp, 1))  # (P, M, in/P)
         return torch.bmm(xs, w).sum(dim=0)  # (M, out): the P partial sums added
-    if weight.is_contiguous() and out % parts == 0:
-        w = weight.view(parts, out // parts, inp)  # (P, out/P, in), a view
-        ys = torch.bmm(x.expand(parts, m, inp), w.transpose(1, 2))  # (P, M, out/P)
+    if weight.stride() == (inp, 1) and out % parts == 0:  # output-major: cut the outputs
+        n = out // parts
+        w = weight.as_strided((parts, inp, n), (n * inp, 1, inp))  # (P, in, out/P) of Wᵀ
+        ys = torch.bmm(x.expand(parts, m, inp), w)  # (P, M, out/P)
         return ys.transpose(0, 1).reshape(m, out)  # (M, out): the P slices side by side
     return None

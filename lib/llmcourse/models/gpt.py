@@ -227,6 +227,13 @@ class GPT(nn.Module):
 
         Returns:
             ``(logits (B, T, vocab_size), loss or None)``.
+
+        Raises:
+            ValueError/TypeError: this is where inputs enter the model, so everything is
+                checked here, once: ids outside the vocabulary or not integers, no token at
+                all, a sequence longer than the context, targets of another shape or with
+                nothing to score (all -100: the mean loss would be 0/0 = NaN), a mask or
+                positions of the wrong shape or values. The blocks inside check only shapes.
         """
         c = self.config
         check_token_ids("idx", idx, c.vocab_size)

@@ -71,7 +71,7 @@ class GPTConfig:
         """The equivalent ``transformers.GPT2Config``."""
         if not self.norm_first or not self.bias:
             raise ValueError("only pre-LN GPTs with biases have a GPT-2 equivalent")
-        from transformers import GPT2Config
+        from transformers import GPT2Config  # seconds to import: only for interop with HF
 
         return GPT2Config(
             vocab_size=self.vocab_size, n_positions=self.block_size, n_embd=self.n_embd,
@@ -396,7 +396,7 @@ class GPT(nn.Module):
 
     def to_hf(self) -> Any:
         """An equivalent ``transformers.GPT2LMHeadModel`` holding copies of these weights."""
-        from transformers import GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel  # seconds to import: only for interop
 
         hf = GPT2LMHeadModel(self.config.to_hf())
         missing, unexpected = hf.load_state_dict(self.to_hf_state_dict(), strict=False)

@@ -50,3 +50,15 @@ def quiet_transformers():
     finally:
         transformers.logging.set_verbosity(before)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and a shared machine cannot stall an idle one.
+    Modules that train tiny models use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -41,13 +41,7 @@ CFG = TrainConfig(max_steps=16, batch_size=4, block_size=16, learning_rate=1e-2,
                   progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and a shared machine cannot stall an idle one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, config: GPTConfig = TINY) -> GPT:

@@ -50,23 +50,31 @@ def test_right_padding_with_pad_equal_to_eos_warns(model):
     """Row 1 is right-padded with EOS (= pad): generation would continue after the padding,
     which transformers only mentions in a log line. Here it is a UserWarning naming the fix."""
     ids = torch.tensor([[5, 6, 7, 8], [5, 6, EOS, EOS]])
-    with pytest.warns(UserWarning, match=r"right-padded: row 1 ends with pad_token_id=49.*LEFT"):
-        generate(model, ids, max_new_tokens=2, eos_token_id=EOS)
+    with pytest.warns(UserWarning, match=r"right-padded: row 1 ends with pad_token_id=49.*LEFT"
+                      ) as record:
+        out = generate(model, ids, max_new_tokens=2, eos_token_id=EOS)
+    assert len([w for w in record if "right-padded" in str(w.message)]) == 1
+    assert out.shape[0] == 2 and torch.equal(out[:, :4], ids)  # warned, not refused
 
 
 def test_left_padding_and_explicit_masks_do_not_warn(model):
     left = torch.tensor([[5, 6, 7, 8], [EOS, EOS, 5, 6]])
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
     right = torch.tensor([[5, 6, 7, 8], [5, 6, 7, EOS]])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        generate(model, left, max_new_tokens=2, eos_token_id=EOS, attention_mask=mask)
-        generate(model, left, max_new_tokens=2, eos_token_id=EOS)  # leading EOS = a start token
-        # A trailing EOS the caller declares real with a mask of ones: no warning.
-        generate(model, right, max_new_tokens=2, eos_token_id=EOS,
-                 attention_mask=torch.ones_like(right))
-        # Every row ends the same way (e.g. all prompts are a lone start token): no padding.
-        generate(model, torch.full((3, 1), EOS), max_new_tokens=2, eos_token_id=EOS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outs = [
+            generate(model, left, max_new_tokens=2, eos_token_id=EOS, attention_mask=mask),
+            generate(model, left, max_new_tokens=2, eos_token_id=EOS),  # leading EOS = start
+            # A trailing EOS the caller declares real with a mask of ones: no warning.
+            generate(model, right, max_new_tokens=2, eos_token_id=EOS,
+                     attention_mask=torch.ones_like(right)),
+            # Every row ends the same way (e.g. all prompts are a lone start token): no padding.
+            generate(model, torch.full((3, 1), EOS), max_new_tokens=2, eos_token_id=EOS),
+        ]
+    padding_warnings = [str(w.message) for w in caught if "padded" in str(w.message)]
+    assert padding_warnings == []
+    assert [o.shape[0] for o in outs] == [2, 2, 2, 3]
 
 
 def test_right_padding_in_a_mask_is_refused(model):

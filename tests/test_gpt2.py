@@ -76,6 +76,12 @@ def test_offline_env_falls_back_with_one_line(checkpoint, monkeypatch, capsys):
     assert tokenizer.decode(tokenizer.encode(TEXT[:40])) == TEXT[:40]
 
 
+def _hang(*args, **kwargs):
+    """A name lookup that never returns (within the test), then fails as a real one would."""
+    time.sleep(30)
+    raise OSError("timed out")
+
+
 def _never_called(*args, **kwargs):
     raise AssertionError("the network must not be tried when HF_HUB_OFFLINE=1")
 
@@ -85,6 +91,7 @@ def test_unreachable_hub_is_detected_quickly(monkeypatch):
 
     def hang(*args, **kwargs):  # a name lookup that never returns
         time.sleep(30)
+        raise OSError("timed out")  # as the real call would; the thread then ends quietly
 
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
@@ -102,7 +109,7 @@ def test_unreachable_hub_is_detected_quickly(monkeypatch):
 def test_no_network_falls_back(checkpoint, monkeypatch, capsys):
     folder, _, _ = checkpoint
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    monkeypatch.setattr(socket, "create_connection", _hang)
     start = time.perf_counter()
     load_gpt2("gpt2-medium", fallback=folder, timeout=0.3)
     assert time.perf_counter() - start < 10

@@ -24,7 +24,7 @@ from itertools import pairwise
 
 import regex
 
-from llmcourse.text.bpe import GPT2_SPLIT_PATTERN
+from llmcourse.text.bytelevel import GPT2_SPLIT_PATTERN
 
 __all__ = ["get_stats", "merge", "train_bpe_naive"]
 
@@ -47,16 +47,18 @@ def get_stats(
 def merge(ids: Sequence[int], pair: tuple[int, int], idx: int) -> list[int]:
     """Replace each occurrence of ``pair`` in ``ids`` by ``idx``, scanning left to right.
 
-    Occurrences do not overlap: ``merge([7, 7, 7], (7, 7), 9)`` gives ``[9, 7]``.
+    Occurrences do not overlap: ``merge([7, 7, 7], (7, 7), 9)`` gives ``[9, 7]``. The fast
+    trainer (:mod:`llmcourse.text.bpe_train`) calls this same function on each word it rewrites.
 
     Example:
         >>> merge([1, 2, 3, 1, 2], (1, 2), 4)
         [4, 3, 4]
     """
+    a, b = pair
     out = []
-    i = 0
-    while i < len(ids):
-        if i < len(ids) - 1 and (ids[i], ids[i + 1]) == pair:
+    i, n = 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
             out.append(idx)
             i += 2
         else:

@@ -36,25 +36,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from itertools import pairwise
 
+from llmcourse.text.bpe_teaching import merge
 from llmcourse.text.bytelevel import BYTE_TO_CHAR, GPT2_BYTE_ID
 
 __all__ = ["TIE_BREAKS", "learn_merges"]
 
 TIE_BREAKS = ("byte-value", "token-id")
-
-
-def _merge_word(ids: list[int], a: int, b: int, new_id: int) -> list[int]:
-    """Replace each non-overlapping (a, b), scanning left to right, by ``new_id``."""
-    out = []
-    i, n = 0, len(ids)
-    while i < n:
-        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
 
 
 def _learn(
@@ -96,7 +83,7 @@ def _learn(
         delta: dict[tuple[int, int], int] = defaultdict(int)
         for w in where.pop(pair):
             old = words[w]
-            new = _merge_word(old, a, b, new_id)
+            new = merge(old, (a, b), new_id)
             if len(new) == len(old):
                 continue  # stale index entry: an earlier merge already consumed the pair here
             f = freqs[w]

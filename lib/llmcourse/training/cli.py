@@ -41,7 +41,7 @@ from llmcourse.text.corpus import (
     token_stream,
 )
 from llmcourse.text.load import load_tokenizer
-from llmcourse.training.loop import History, TrainConfig, evaluate_stream, train
+from llmcourse.training.loop import History, TrainConfig, evaluate_stream, lr_at, train
 from llmcourse.training.precision import DTYPES, fast_bf16
 
 __all__ = ["Preset", "PRESETS", "main"]
@@ -92,8 +92,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _plot(history: History) -> bytes:
-    """The loss curves as a PNG."""
+def _plot(history: History, cfg: TrainConfig) -> bytes:
+    """The loss curves, and below them the learning-rate schedule they were trained with, as a
+    PNG."""
     # Imported here: a second of start-up that only a finished run needs, and the file-only
     # Agg backend must be chosen before pyplot is imported.
     import matplotlib
@@ -101,14 +102,21 @@ def _plot(history: History) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(history.log_steps, history.log_loss, color="0.8", lw=0.8, label="training batch")
     ax.plot(history.steps, history.train_loss, "o-", label="training works (fixed batches)")
     ax.plot(history.steps, history.val_loss, "o-", label="held-out works (fixed batches)")
-    ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.legend()
     ax.grid(alpha=0.3)
+    steps = range(history.steps[-1] + 1)
+    ax_lr.plot(steps, [lr_at(s, cfg) for s in steps], color="C3")
+    ax_lr.set_xlabel("step")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_title(f"linear warm-up for {cfg.warmup_steps} steps, cosine decay to {cfg.min_lr:g}",
+                    fontsize=9)
+    ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -257,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_min": wall_min, "device": cfg.device, "dtype": cfg.dtype,
         "size_mb": 2 * model.num_parameters() / 1e6 if preset.store_dtype != "float32"
         else 4 * model.num_parameters() / 1e6,
+        "history": asdict(history),  # the curves, so that a notebook can redraw them
     }
     model = model.cpu().float()
     sample = _sample(model, tokenizer, "\n", 120, seed=cfg.seed)
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                      sample)
     out = save_checkpoint(args.out, model, tokenizer=tokenizer,
                           dtype=getattr(torch, preset.store_dtype),
-                          extra_files={"README.md": readme, "loss_curve.png": _plot(history),
+                          extra_files={"README.md": readme, "loss_curve.png": _plot(history, cfg),
                                        "results.json": json.dumps(results, indent=2)})
     print(f"held-out: {results['val_nats_per_token']:.4f} nats/token, "
           f"{results['val_nats_per_char']:.4f} nats/char after {history.steps[-1]} steps, "

@@ -71,9 +71,46 @@ def test_compare_shape_mismatch():
 
 
 def test_compare_names_nan_where_reference_is_finite():
-    with pytest.raises(CheckFailed, match="nan/inf at 1 position"):
-        compare(lambda x: x / x, lambda x: torch.ones_like(x), [(torch.tensor([1.0, 0.0]),)],
-                name="div")
+    # The NaN is at index 3; index 0 differs first, but the message must point at the NaN.
+    x = torch.tensor([2.0, 1.0, 1.0, 0.0])
+    with pytest.raises(CheckFailed, match=r"got NaN at 1 position\(s\), first at index \(3,\)"):
+        compare(lambda t: (t / t) * torch.tensor([3.0, 1, 1, 1]), lambda t: torch.ones_like(t),
+                [(x,)], name="div")
+
+
+def test_compare_accepts_minus_inf_where_the_reference_has_it():
+    # A filtered logit is -inf in a correct answer; only disagreements about it are reported.
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
+    ref = lambda t: t.masked_fill(t < 0.8, float("-inf"))  # noqa: E731
+    compare(ref, ref, [(logits,)], name="filter")
+    with pytest.raises(CheckFailed, match=r"where the reference is finite, first at index "
+                                          r"\(0, 1\).*masked or filtered that should be kept"):
+        compare(lambda t: t.masked_fill(t < 1.5, float("-inf")), ref, [(logits,)], name="filter")
+    with pytest.raises(CheckFailed, match=r"finite value at 1 position\(s\) where the reference "
+                                          r"has -inf, first at index \(0, 2\)"):
+        compare(lambda t: t.masked_fill(t < 0.2, float("-inf")), ref, [(logits,)], name="filter")
+
+
+@pytest.mark.parametrize(("got_dtype", "want_dtype"), [
+    (torch.float32, torch.float64),  # computed in float32 from float64 inputs
+    (torch.float64, torch.float32),  # upcast where float32 is asked
+    (torch.float32, torch.int64),  # float token ids
+    (torch.int32, torch.int64),
+])
+def test_compare_requires_the_reference_dtype(got_dtype, want_dtype):
+    x = torch.tensor([1, 2, 3], dtype=want_dtype)
+    compare(lambda t: t.clone(), lambda t: t.clone(), [(x,)], name="dtype")
+    with pytest.raises(CheckFailed, match=f"dtype {got_dtype} != expected {want_dtype}"):
+        compare(lambda t: t.to(got_dtype), lambda t: t.clone(), [(x,)], name="dtype")
+
+
+def test_compare_requires_an_int_where_the_reference_counts():
+    count = lambda n: 12 * n * n  # noqa: E731
+    compare(count, count, [(768,)], name="count")
+    for wrong in (lambda n: 12.0 * n * n, lambda n: torch.tensor(12.0 * n * n), lambda n: True):
+        with pytest.raises(CheckFailed, match="expected an int, got"):
+            compare(wrong, count, [(768,)], name="count")
+    compare(lambda n: torch.tensor(12 * n * n), count, [(768,)], name="count")  # 0-d int tensor
 
 
 def test_compare_wrong_type_result():
@@ -146,7 +183,7 @@ def test_check_softmax_passes_correct(fn, capsys):
 
 def test_check_softmax_fails_unstable():
     naive = lambda x: x.exp() / x.exp().sum(dim=-1, keepdim=True)
-    with pytest.raises(CheckFailed, match="nan/inf"):
+    with pytest.raises(CheckFailed, match="got NaN.*exp that overflowed"):
         ch00.check_softmax(naive)
 
 

@@ -49,30 +49,60 @@ def _first_difference(expected: torch.Tensor, got: torch.Tensor, close: torch.Te
     return f"first at index {index}: expected {e:.6g}, got {g:.6g}"
 
 
+def _non_finite_mismatch(expected: torch.Tensor, got: torch.Tensor) -> str:
+    """Why two float tensors disagree about NaN or ±inf, naming the first such index; "" when
+    they agree on where those are. A -inf that the reference also has is a correct answer (a
+    masked score, a filtered logit), so only disagreements are reported."""
+    nan = torch.isnan(got) & ~torch.isnan(expected)
+    if bool(nan.any()):
+        index = tuple(int(i) for i in nan.nonzero()[0].tolist())
+        return (f"got NaN at {int(nan.sum())} position(s), first at index {index} where the "
+                f"reference is {expected[index].item():.6g}; NaN comes from inf / inf, inf - inf, "
+                "0 * inf or 0 / 0: an exp that overflowed, or a row of only -inf scores?")
+    inf_where_finite = torch.isinf(got) & torch.isfinite(expected)
+    if bool(inf_where_finite.any()):
+        index = tuple(int(i) for i in inf_where_finite.nonzero()[0].tolist())
+        return (f"got {got[index].item()} at {int(inf_where_finite.sum())} position(s) where "
+                f"the reference is finite, first at index {index} (reference "
+                f"{expected[index].item():.6g}): something masked or filtered that should be "
+                "kept, or an overflow")
+    finite_where_inf = torch.isfinite(got) & torch.isinf(expected)
+    if bool(finite_where_inf.any()):
+        index = tuple(int(i) for i in finite_where_inf.nonzero()[0].tolist())
+        return (f"got a finite value at {int(finite_where_inf.sum())} position(s) where the "
+                f"reference has {expected[index].item()}, first at index {index} (got "
+                f"{got[index].item():.6g}): something kept that should be masked or filtered")
+    return ""
+
+
 def _same(expected: Any, got: Any, atol: float, rtol: float) -> tuple[bool, str]:
-    """Whether two results agree; the reason when they do not."""
+    """Whether two results agree, dtype included; the reason when they do not.
+
+    Tensors must have the reference's dtype (float32 for float32 inputs, float64 for float64,
+    int64 for token ids), and a Python ``int`` answer must be an ``int``, not ``124439808.0``:
+    a dtype slip is a real bug that silently costs precision, memory or indexing later."""
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             return False, f"expected a torch.Tensor, got {type(got).__name__}"
         if got.shape != expected.shape:
             return False, f"shape {tuple(got.shape)} != expected {tuple(expected.shape)}"
+        if got.dtype != expected.dtype:
+            return False, (f"dtype {got.dtype} != expected {expected.dtype} (values aside: "
+                           "keep the input's dtype, and integer ids as torch.long)")
+        got = got.detach()
         if expected.is_floating_point():
-            got_cast = got.detach().to(expected.dtype)
-            close = torch.isclose(got_cast, expected, atol=atol, rtol=rtol, equal_nan=True)
+            close = torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
             if bool(close.all()):
                 return True, ""
-            where = _first_difference(expected, got_cast, close)
-            broken = torch.isfinite(expected) & ~torch.isfinite(got_cast)
-            if bool(broken.any()):
-                return False, (f"got nan/inf at {int(broken.sum())} position(s) where the "
-                               f"reference is finite ({where}); overflow or 0 * inf?")
-            diff = (got_cast - expected).abs().nan_to_num(posinf=float("inf"))[~close].max()
+            non_finite = _non_finite_mismatch(expected, got)
+            if non_finite:
+                return False, non_finite
+            where = _first_difference(expected, got, close)
+            diff = (got - expected).abs()[~close].max()
             return False, (f"values differ (max abs difference {diff.item():.3g}, tolerance "
                            f"atol={atol:g}, rtol={rtol:g}; {where})")
         if torch.equal(got, expected):
             return True, ""
-        if got.dtype != expected.dtype:
-            return False, f"dtype {got.dtype} != expected {expected.dtype}"
         return False, _first_difference(expected, got, got == expected)
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
@@ -86,8 +116,17 @@ def _same(expected: Any, got: Any, atol: float, rtol: float) -> tuple[bool, str]
         if got.numel() != 1:
             return False, f"expected a single value, got a tensor of shape {tuple(got.shape)}"
         got = got.item()  # a 0-d tensor is an acceptable answer for a number
+    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+        return bool(expected == got), "values differ"
+    if isinstance(expected, int):
+        if isinstance(got, bool) or not isinstance(got, int):
+            return False, (f"expected an int, got {type(got).__name__} {got!r} (a count or an "
+                           "id is an integer: int(...), or // instead of /)")
+        return expected == got, "values differ"
     if isinstance(expected, float):
-        ok = isinstance(got, (int, float)) and abs(got - expected) <= atol + rtol * abs(expected)
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return False, f"expected a float, got {type(got).__name__} {got!r}"
+        ok = abs(got - expected) <= atol + rtol * abs(expected)
         return ok, "values differ"
     return bool(expected == got), "values differ"
 

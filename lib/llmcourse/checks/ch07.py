@@ -1,7 +1,8 @@
 """Chapter 07 exercises: GPT-2's weights in the course's layout, and what the model predicts.
 
 - :func:`conv1d_to_linear`: one of GPT-2's ``Conv1D`` layers as an ``nn.Linear``;
-- :func:`hf_to_course_state_dict`: a whole ``GPT2LMHeadModel`` state dict for the course's GPT;
+- :func:`openai_to_course_state_dict`: GPT-2 as OpenAI first released it (the TensorFlow
+  checkpoint's names and shapes) for the course's GPT;
 - :func:`next_token_top_k`: the k most likely next tokens and their probabilities.
 
 Each checker compares the learner's function with code no one here wrote: ``transformers``'
@@ -10,8 +11,9 @@ own ``Conv1D`` forward, ``GPT2LMHeadModel``'s logits, and ``transformers``'
 each checker's own seeded generator and the checkers run under ``torch.random.fork_rng``, so
 the notebook's global random state is left as it was. ``tests/test_checks_ch07.py`` checks
 that the solutions below pass and that the usual mistakes (a reshape where a transpose was
-needed, a forgotten bias, a Conv1D weight left untransposed, the first position's logits, a
-temperature that multiplies, probabilities renormalised over the top k) fail.
+needed, a forgotten bias, a kernel left untransposed or unsqueezed, the tied output layer
+dropped, a dtype changed, the first position's logits, a temperature that multiplies,
+probabilities renormalised over the top k) fail.
 
 Example:
     >>> check_next_token_top_k(next_token_top_k)
@@ -31,14 +33,9 @@ from llmcourse.checks import compare, require_function
 from llmcourse.models.gpt import GPT, GPTConfig
 
 __all__ = [
-    "CONV1D_WEIGHTS", "conv1d_to_linear", "hf_to_course_state_dict", "next_token_top_k",
-    "check_conv1d_to_linear", "check_state_dict_conversion", "check_next_token_top_k",
+    "conv1d_to_linear", "openai_to_course_state_dict", "next_token_top_k",
+    "check_conv1d_to_linear", "check_openai_to_course", "check_next_token_top_k",
 ]
-
-# The four weights GPT-2 stores as Conv1D, (in, out): the transpose of nn.Linear's (out, in).
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
-                  "mlp.c_proj.weight")
-
 
 def conv1d_to_linear(conv: nn.Module) -> nn.Linear:
     """An ``nn.Linear`` computing what ``transformers``' GPT-2 ``Conv1D`` layer ``conv`` does.
@@ -62,22 +59,41 @@ def conv1d_to_linear(conv: nn.Module) -> nn.Linear:
     return linear
 
 
-def hf_to_course_state_dict(hf_state_dict: Mapping[str, torch.Tensor]
-                            ) -> dict[str, torch.Tensor]:
-    """A ``GPT2LMHeadModel`` state dict, converted for ``GPT.load_state_dict``.
+def openai_to_course_state_dict(variables: Mapping[str, torch.Tensor]
+                                ) -> dict[str, torch.Tensor]:
+    """GPT-2 weights in OpenAI's original layout, converted for the course GPT's
+    ``load_state_dict``.
 
-    The course's GPT uses GPT-2's own names, so only the layout changes: the four Conv1D
-    weights of every block are transposed; everything else (embeddings, LayerNorms, biases, the
-    tied ``lm_head.weight``) is taken as it is.
+    OpenAI released GPT-2 as a TensorFlow checkpoint written by its ``src/model.py``: variables
+    ``model/wte`` (V, C), ``model/wpe`` (T, C), per block ``model/h{i}/ln_1/g`` and ``/b``,
+    ``attn/c_attn/w`` (1, C, 3C) and ``/b``, ``attn/c_proj``, ``ln_2``, ``mlp/c_fc``,
+    ``mlp/c_proj``, and ``model/ln_f/g``, ``/b``. Each ``w`` is a width-1 convolution's kernel
+    [1, in, out]; the logits are ``h @ wteᵀ``, so there is no output-layer variable. Here the
+    variables come as torch tensors; each keeps its dtype.
 
     Example:
-        >>> sd = {"transformer.h.0.mlp.c_fc.weight": torch.zeros(4, 16), "lm_head.weight":
-        ...       torch.zeros(10, 4)}
-        >>> {k: tuple(v.shape) for k, v in hf_to_course_state_dict(sd).items()}
-        {'transformer.h.0.mlp.c_fc.weight': (16, 4), 'lm_head.weight': (10, 4)}
+        >>> variables = {"model/h0/mlp/c_fc/w": torch.zeros(1, 4, 16), "model/wte":
+        ...              torch.zeros(10, 4), "model/ln_f/g": torch.ones(4)}
+        >>> sd = openai_to_course_state_dict(variables)
+        >>> tuple(sd["transformer.h.0.mlp.c_fc.weight"].shape), sorted(sd)[:2]
+        ((16, 4), ['lm_head.weight', 'transformer.h.0.mlp.c_fc.weight'])
+        >>> sd["lm_head.weight"] is sd["transformer.wte.weight"]
+        True
     """
-    return {name: (t.t() if name.endswith(CONV1D_WEIGHTS) else t)
-            for name, t in hf_state_dict.items()}
+    leaf_names = {"w": "weight", "g": "weight", "b": "bias"}
+    out = {}
+    for name, tensor in variables.items():
+        _, *scope, leaf = name.split("/")  # "model", scopes..., the variable
+        if leaf in ("wte", "wpe"):
+            out[f"transformer.{leaf}.weight"] = tensor
+            continue
+        if scope[0].startswith("h"):  # "h3" → "h.3"
+            scope = ["h", scope[0][1:], *scope[1:]]
+        if leaf == "w":
+            tensor = tensor[0].t()  # (1, in, out) → (out, in), nn.Linear's layout
+        out["transformer." + ".".join(scope) + "." + leaf_names[leaf]] = tensor
+    out["lm_head.weight"] = out["transformer.wte.weight"]  # tied: the same tensor
+    return out
 
 
 def next_token_top_k(logits: torch.Tensor, k: int, temperature: float = 1.0
@@ -173,10 +189,30 @@ def check_conv1d_to_linear(fn: Callable[[nn.Module], nn.Linear]) -> None:
 # ------------------------------------------------------------------------------ state dict
 
 
-class _Case:
-    """A random ``GPT2LMHeadModel``, some token ids and its logits (the expected answer)."""
+def _openai_layout(hf_state_dict: Mapping[str, torch.Tensor], n_layer: int
+                   ) -> dict[str, torch.Tensor]:
+    """A GPT2LMHeadModel state dict written the way OpenAI's TensorFlow checkpoint names and
+    shapes its variables (the inverse of :func:`openai_to_course_state_dict`, from HF's side)."""
+    sd = hf_state_dict
+    out = {"model/wte": sd["transformer.wte.weight"], "model/wpe": sd["transformer.wpe.weight"]}
+    for i in range(n_layer):
+        for scope in ("ln_1", "ln_2"):
+            out[f"model/h{i}/{scope}/g"] = sd[f"transformer.h.{i}.{scope}.weight"]
+            out[f"model/h{i}/{scope}/b"] = sd[f"transformer.h.{i}.{scope}.bias"]
+        for scope in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
+            hf_name = f"transformer.h.{i}.{scope.replace('/', '.')}"
+            out[f"model/h{i}/{scope}/w"] = sd[f"{hf_name}.weight"][None]  # (1, in, out)
+            out[f"model/h{i}/{scope}/b"] = sd[f"{hf_name}.bias"]
+    out["model/ln_f/g"] = sd["transformer.ln_f.weight"]
+    out["model/ln_f/b"] = sd["transformer.ln_f.bias"]
+    return out
 
-    def __init__(self, cfg: GPTConfig, gen: torch.Generator) -> None:
+
+class _Case:
+    """A random ``GPT2LMHeadModel`` in OpenAI's layout, some token ids and the HF model's
+    logits (the expected answer)."""
+
+    def __init__(self, cfg: GPTConfig, dtype: torch.dtype, gen: torch.Generator) -> None:
         from transformers import GPT2LMHeadModel  # heavy (seconds): only when needed
         from transformers.utils import logging
 
@@ -189,54 +225,96 @@ class _Case:
         with torch.no_grad():
             for name, p in hf.named_parameters():  # the tied lm_head comes with wte
                 base = 1.0 if ".ln_" in name and name.endswith("weight") else 0.0
-                p.copy_(base + 0.3 * torch.randn(p.shape, generator=gen))
+                value = base + 0.3 * torch.randn(p.shape, generator=gen)
+                p.copy_(value.to(dtype))  # a float16 checkpoint's values, held in float32
             self.ids = torch.randint(cfg.vocab_size, (2, cfg.block_size), generator=gen)
             self.logits = hf(self.ids).logits  # (2, T, V)
-        self.cfg = cfg
-        self.state_dict = {k: v.detach().clone() for k, v in hf.state_dict().items()}
+        self.cfg, self.dtype = cfg, dtype
+        hf_sd = {k: v.detach().to(dtype) for k, v in hf.state_dict().items()}
+        self.variables = _openai_layout(hf_sd, cfg.n_layer)
 
     def __repr__(self) -> str:
         c = self.cfg
-        return (f"GPT2LMHeadModel state dict (vocab_size={c.vocab_size}, "
+        return (f"OpenAI-layout GPT-2 variables, {self.dtype} (vocab_size={c.vocab_size}, "
                 f"block_size={c.block_size}, n_layer={c.n_layer}, n_head={c.n_head}, "
                 f"n_embd={c.n_embd})")
 
 
-_STATE_CONFIGS = [
-    GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16),
-    GPTConfig(vocab_size=97, block_size=12, n_layer=3, n_head=4, n_embd=32),
-    GPTConfig(vocab_size=50, block_size=6, n_layer=2, n_head=1, n_embd=24),
+_OPENAI_CASES = [
+    (GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16), torch.float32),
+    (GPTConfig(vocab_size=97, block_size=12, n_layer=3, n_head=4, n_embd=32), torch.float32),
+    (GPTConfig(vocab_size=50, block_size=6, n_layer=2, n_head=1, n_embd=24), torch.float16),
 ]
 
 
-@_own_rng
-def check_state_dict_conversion(fn: Callable[[dict[str, torch.Tensor]],
-                                             Mapping[str, torch.Tensor]]) -> None:
-    """Check ``fn(hf_state_dict)`` → a state dict that the course's ``GPT`` loads (strictly)
-    and that then gives ``GPT2LMHeadModel``'s logits.
+def _check_layout(out: object, case: _Case, model: GPT) -> dict[str, torch.Tensor]:
+    """The returned state dict's names, types, shapes and dtypes, each problem named."""
+    if not isinstance(out, Mapping):
+        raise TypeError(f"the returned value is a {type(out).__name__}; expected a dict of "
+                        "name → tensor")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in out]
+    unexpected = [k for k in out if k not in expected]
+    if "lm_head.weight" in missing:
+        raise ValueError("the returned state dict lacks 'lm_head.weight': the checkpoint has no "
+                         "output-layer variable because GPT-2 ties it to the token embedding, "
+                         "so it is model/wte")
+    if missing or unexpected:
+        first = (f"lacks {missing[0]!r} (and {len(missing) - 1} more)" if missing
+                 else f"has {unexpected[0]!r}, a name the course GPT does not have (and "
+                      f"{len(unexpected) - 1} more)")
+        raise ValueError(f"the returned state dict {first}; compare with "
+                         "GPT(config).state_dict().keys()")
+    for name, ours in expected.items():
+        got = out[name]
+        if not isinstance(got, torch.Tensor):
+            raise TypeError(f"{name!r} is a {type(got).__name__}, not a tensor")
+        if got.shape != ours.shape:
+            why = ""
+            if got.dim() == 3 and got.shape[0] == 1:
+                why = ": drop the kernel's leading width-1 axis"
+            elif got.dim() == 2 and got.shape == ours.shape[::-1]:
+                why = ": that is (in, out); nn.Linear stores (out, in)"
+            raise ValueError(f"{name!r} has shape {tuple(got.shape)}, the course GPT's is "
+                             f"{tuple(ours.shape)}{why}")
+        if got.dtype != case.dtype:
+            raise TypeError(f"{name!r} is {got.dtype} but the checkpoint's tensors are "
+                            f"{case.dtype}: a converter keeps each tensor's dtype (.half() loses "
+                            "precision, .float() doubles a half-precision checkpoint's memory; "
+                            "casting is the loader's choice)")
+    return dict(out)
 
-    The HF models have random weights (LayerNorms included) in three small configs. An
-    untransposed ``c_attn`` or ``c_fc`` fails to load (shape mismatch); an untransposed
-    ``attn.c_proj``, which is square, loads and gives wrong logits.
+
+@_own_rng
+def check_openai_to_course(fn: Callable[[dict[str, torch.Tensor]],
+                                        Mapping[str, torch.Tensor]]) -> None:
+    """Check ``fn(variables)`` → a state dict that the course's ``GPT`` loads (strictly) and that
+    then gives ``GPT2LMHeadModel``'s logits.
+
+    ``variables`` is a random ``GPT2LMHeadModel`` written in OpenAI's original layout (see
+    :func:`openai_to_course_state_dict`), in three small configs, the last one in float16. The
+    names, shapes and dtypes of the answer are checked first, each problem named (a missing
+    tied ``lm_head.weight``, a kernel not squeezed or not transposed, a dtype changed); then the
+    logits, which catch what the shapes cannot: the square ``c_proj`` left untransposed, a
+    reshape instead of a transpose, ``g`` and ``b`` swapped.
     """
-    require_function(fn, "state_dict_conversion", function="hf_to_course_state_dict")
+    require_function(fn, "openai_to_course")
     gen = torch.Generator().manual_seed(71)
-    cases = [(_Case(cfg, gen),) for cfg in _STATE_CONFIGS]
+    cases = [(_Case(cfg, dtype, gen),) for cfg, dtype in _OPENAI_CASES]
 
     def learner(case: _Case) -> torch.Tensor:
-        out = fn({k: v.clone() for k, v in case.state_dict.items()})
-        if not isinstance(out, Mapping):
-            raise TypeError(f"expected a dict of name → tensor, got {type(out).__name__}")
         model = GPT(case.cfg).eval()
-        model.load_state_dict(dict(out))  # strict: names a missing or mis-shaped tensor
+        out = fn({k: v.clone() for k, v in case.variables.items()})
+        model.load_state_dict(_check_layout(out, case, model))
         with torch.no_grad():
             return model(case.ids)[0]  # (2, T, V)
 
-    compare(learner, lambda case: case.logits, cases, name="state_dict_conversion",
+    compare(learner, lambda case: case.logits, cases, name="openai_to_course",
             atol=1e-4, rtol=1e-4,
-            hint="keep every name; transpose exactly the four Conv1D weights of each block "
-                 "(attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj .weight), (in, out) → "
-                 "(out, in); biases, LayerNorms and embeddings stay as they are")
+            hint="model/ → transformer., hN → h.N, g → weight, b → bias; each w is a kernel "
+                 "(1, in, out): w[0].t() gives nn.Linear's (out, in), a transpose, not a "
+                 "reshape, also for the square c_proj; lm_head.weight is model/wte (tied); "
+                 "keep each tensor's dtype")
 
 
 # ------------------------------------------------------------------------------ top-k next tokens

@@ -1,7 +1,7 @@
 """Chapter 08 checkers: each passes the course's solution (and an independently written one)
-and fails the usual mistakes. The top-p and repetition-penalty checkers compare with
-``transformers``' own logits processors, so passing them also checks the course's
-``llmcourse.decoding.processors`` against code no one here wrote."""
+and fails the usual mistakes with a message that says what went wrong. The filter and
+penalty checkers compare with ``transformers``' own logits processors, so passing them also
+checks the course's ``llmcourse.decoding.processors`` against code no one here wrote."""
 
 from __future__ import annotations
 
@@ -11,11 +11,70 @@ from checker_helpers import assert_check_fails as fails
 
 from llmcourse.checks import ch08
 from llmcourse.decoding.metrics import distinct_n
-from llmcourse.decoding.processors import apply_repetition_penalty, top_p_filter
+from llmcourse.decoding.processors import apply_repetition_penalty, top_k_filter, top_p_filter
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 NEG_INF = float("-inf")
+
+
+# ---------------------------------------------------------------- top-k
+
+
+def _top_k_rows(scores, k):
+    """One row at a time in plain Python: keep every score >= the k-th largest."""
+    out = scores.clone()
+    for r in range(scores.shape[0]):
+        row = scores[r].tolist()
+        cut = sorted(row, reverse=True)[min(k, len(row)) - 1]
+        for i, s in enumerate(row):
+            if s < cut:
+                out[r, i] = NEG_INF
+    return out
+
+
+def _top_k_exactly_k(scores, k):
+    """torch.topk's k indices only: ties with the k-th are broken, not kept."""
+    keep = torch.topk(scores, min(k, scores.shape[-1]), dim=-1).indices
+    mask = torch.ones_like(scores, dtype=torch.bool).scatter_(1, keep, False)
+    return scores.masked_fill(mask, NEG_INF)
+
+
+def _top_k(scores, k, *, clamp=True, below=True, largest=True, fill=NEG_INF):
+    kk = min(k, scores.shape[-1]) if clamp else k
+    kth = torch.topk(scores, kk, dim=-1, largest=largest).values[:, -1:]  # (B, 1)
+    drop = (scores < kth if below else scores <= kth) if largest else scores > kth
+    return scores.masked_fill(drop, fill)
+
+
+@pytest.mark.parametrize("fn", [top_k_filter, _top_k_rows, _top_k],
+                         ids=["llmcourse", "python-rows", "switches-off"])
+def test_top_k_passes_correct(fn, capsys):
+    ch08.check_top_k_filter(fn)
+    assert "✓ top_k_filter: 8 case(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong,fragment", [
+    pytest.param(_top_k_exactly_k, "where the reference is finite", id="breaks-ties"),
+    pytest.param(lambda s, k: _top_k(s, k, below=False), "where the reference is finite",
+                 id="drops-the-kth-too"),
+    pytest.param(lambda s, k: _top_k(s, k, clamp=False), "raised RuntimeError",
+                 id="k-larger-than-vocabulary"),
+    pytest.param(lambda s, k: _top_k(s, k, largest=False), "differs", id="keeps-the-lowest"),
+    pytest.param(lambda s, k: _top_k(s, k, fill=0.0), "where the reference has -inf",
+                 id="fills-zero"),
+    pytest.param(lambda s, k: _top_k(s, k).softmax(-1), "differs", id="returns-probabilities"),
+    pytest.param(lambda s, k: _top_k(s, k).double(), "dtype torch.float64 != expected",
+                 id="returns-float64"),
+    pytest.param(lambda s, k: _top_k(s, k + 1), "differs", id="k-plus-one"),
+])
+def test_top_k_fails_wrong(wrong, fragment):
+    fails(ch08.check_top_k_filter, wrong, "✗ top_k_filter", fragment, "hint: the k-th largest")
+
+
+def test_top_k_breaking_ties_fails_on_the_hand_made_tie():
+    message = fails(ch08.check_top_k_filter, _top_k_exactly_k)
+    assert "case 2 differs" in message
 
 
 # ---------------------------------------------------------------- top-p
@@ -54,6 +113,13 @@ def _top_p_rows(scores, p):
     return out
 
 
+def _top_p_nan(scores, p):
+    """Masks arithmetically, scores * keep + (1 - keep) * -inf: for a kept token that adds
+    0 * -inf, which is NaN."""
+    keep = torch.isfinite(_top_p_descending(scores, p)).to(scores.dtype)  # (B, V) 1 or 0
+    return scores * keep + (1 - keep) * NEG_INF
+
+
 @pytest.mark.parametrize("fn", [top_p_filter, _top_p_descending, _top_p_rows],
                          ids=["llmcourse", "descending", "python-rows"])
 def test_top_p_passes_correct(fn, capsys):
@@ -66,9 +132,11 @@ def test_top_p_passes_correct(fn, capsys):
     pytest.param(lambda s, p: _top_p_descending(s, p, crossing=False, keep_one=False),
                  id="drops-crossing-token-keeps-nothing"),
     pytest.param(lambda s, p: _top_p_descending(s, p, on_logits=True), id="cumsum-of-logits"),
-    pytest.param(lambda s, p: _top_p_descending(s, p, least_likely=True), id="least-likely"),
+    pytest.param(lambda s, p: _top_p_descending(s, p, least_likely=True), id="sorts-ascending"),
     pytest.param(lambda s, p: _top_p_descending(s, p, fill=0.0), id="fills-zero"),
     pytest.param(lambda s, p: _top_p_descending(s, p).softmax(-1), id="returns-probabilities"),
+    pytest.param(lambda s, p: _top_p_descending(s, p, fill=float("nan")), id="fills-nan"),
+    pytest.param(_top_p_nan, id="nan-from-0-times-inf"),
     pytest.param(lambda s, p: _top_p_descending(s, 1 - p), id="one-minus-p"),
     pytest.param(lambda s, p: s.masked_fill(s.softmax(-1) < 1 - p, NEG_INF),
                  id="threshold-on-each-probability"),
@@ -78,76 +146,274 @@ def test_top_p_fails_wrong(wrong):
     fails(ch08.check_top_p_filter, wrong, "✗ top_p_filter", "hint: softmax, sort")
 
 
-def test_top_p_dropping_the_crossing_token_is_caught_by_the_hand_made_case():
-    """The wrong version's first failure is the (0.6, 0.3, 0.1), p = 0.7 case or earlier, and
-    it reports expected vs got."""
+def test_top_p_dropping_the_crossing_token_is_named_precisely():
+    """The mistake is reported where it is (a -inf where the reference keeps the token) on the
+    hand-made (0.6, 0.3, 0.1) case, and the correct -inf elsewhere is not called an overflow."""
     message = fails(ch08.check_top_p_filter,
-                     lambda s, p: _top_p_descending(s, p, crossing=False), "expected:", "got:")
+                    lambda s, p: _top_p_descending(s, p, crossing=False),
+                    "got -inf at 1 position(s) where the reference is finite",
+                    "something masked or filtered that should be kept", "expected:", "got:")
     assert "case 1 differs" in message or "case 2 differs" in message
+    assert "NaN" not in message and "0 * inf" not in message
+
+
+def test_top_p_sorting_ascending_is_named_precisely():
+    message = fails(ch08.check_top_p_filter,
+                    lambda s, p: _top_p_descending(s, p, least_likely=True),
+                    "case 1 differs", "got a finite value at",
+                    "something kept that should be masked")
+    assert "NaN" not in message
+
+
+@pytest.mark.parametrize("wrong", [lambda s, p: _top_p_descending(s, p, fill=float("nan")),
+                                   _top_p_nan], ids=["fills-nan", "0-times-inf"])
+def test_top_p_nan_is_named_where_it_is(wrong):
+    fails(ch08.check_top_p_filter, wrong, "got NaN at", "0 * inf")
+
+
+def test_top_p_keeping_a_token_that_should_go_is_named():
+    """Keeping the whole row (no filter) puts finite scores where the reference has -inf."""
+    fails(ch08.check_top_p_filter, lambda s, p: s,
+          "got a finite value at", "something kept that should be masked")
+
+
+# ---------------------------------------------------------------- temperature + top-k + top-p
+
+
+def _filters(scores, t, k, p, order=("t", "k", "p"), *, multiply=False, ties=True):
+    steps = {"t": (lambda s: s * t) if multiply else (lambda s: s / t),
+             "k": (lambda s: top_k_filter(s, k)) if ties else (lambda s: _top_k_exactly_k(s, k)),
+             "p": lambda s: top_p_filter(s, p)}
+    for name in order:
+        scores = steps[name](scores)
+    return scores
+
+
+@pytest.mark.parametrize("fn", [
+    _filters,
+    lambda s, t, k, p: _filters(s, t, k, p, order=("k", "t", "p")),  # these two commute
+    lambda s, t, k, p: _filters(s, t, k, p) - 3.0,  # a constant per row: same distribution
+    lambda s, t, k, p: torch.log(_filters(s, t, k, p).softmax(-1)),
+], ids=["t-k-p", "k-t-p", "shifted", "log-probabilities"])
+def test_sampling_filters_pass_correct(fn, capsys):
+    ch08.check_sampling_filters(fn)
+    assert "✓ sampling_filters: 7 case(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong,case", [
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, order=("p", "t", "k")), 1,
+                 id="top-p-before-temperature"),
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, order=("t", "p", "k")), 2,
+                 id="top-p-before-top-k"),
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, multiply=True), 1,
+                 id="multiplies-by-temperature"),
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, order=("k", "p")), 1,
+                 id="no-temperature"),
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, order=("t", "p")), 2, id="no-top-k"),
+    pytest.param(lambda s, t, k, p: _filters(s, t, k, p, order=("t", "k")), 1, id="no-top-p"),
+])
+def test_sampling_filters_fail_wrong(wrong, case):
+    fails(ch08.check_sampling_filters, wrong, "✗ sampling_filters", f"case {case} differs",
+          "hint: scores / temperature first")
 
 
 # ---------------------------------------------------------------- repetition penalty
 
 
-def _penalty_loop(scores, input_ids, penalty, *, per_occurrence=False, rule="ctrl",
-                  last_only=False, invert=False):
-    """The penalty one row and one token at a time, with switches for the usual mistakes."""
+def _penalty(scores, input_ids, penalty, *, per_occurrence=False, rule="ctrl",
+             last_only=False, invert=False):
+    """The penalty without a loop, with switches for the usual mistakes."""
+    ids = input_ids[:, -1:] if last_only else input_ids
+    counts = torch.zeros_like(scores).scatter_add_(1, ids, torch.ones_like(ids, dtype=scores.dtype))
+    seen = (counts > 0) != invert  # (B, V)
+    factor = penalty ** counts if per_occurrence else torch.full_like(scores, penalty)
+    penalised = {
+        "ctrl": torch.where(scores < 0, scores * factor, scores / factor),
+        "divide-all": scores / factor,
+        "reversed": torch.where(scores < 0, scores / factor, scores * factor),
+        "subtract": scores - factor,
+    }[rule]
+    return torch.where(seen, penalised, scores)
+
+
+def _penalty_loop(scores, input_ids, penalty):
+    """Correct, one row and one token at a time: refused for its loop."""
     out = scores.clone()
-    for r in range(scores.shape[0]):
-        ids = input_ids[r].tolist()
-        if last_only:
-            ids = ids[-1:]
-        seen = set(ids)
-        targets = [i for i in range(scores.shape[1]) if (i in seen) != invert]
-        for i in targets:
-            times = ids.count(i) if per_occurrence else 1
-            for _ in range(max(times, 1)):
-                s = out[r, i]
-                if rule == "ctrl":
-                    out[r, i] = s * penalty if s < 0 else s / penalty
-                elif rule == "divide-all":
-                    out[r, i] = s / penalty
-                elif rule == "reversed":
-                    out[r, i] = s / penalty if s < 0 else s * penalty
-                elif rule == "subtract":
-                    out[r, i] = s - penalty
+    for r, text in enumerate(input_ids.tolist()):
+        for i in set(text):
+            s = out[r, i]
+            out[r, i] = s * penalty if s < 0 else s / penalty
     return out
 
 
-@pytest.mark.parametrize("fn", [apply_repetition_penalty, _penalty_loop],
-                         ids=["llmcourse", "python-loop"])
+def _penalty_per_row(scores, input_ids, penalty):
+    """Vectorised within a row, but a loop over the rows: refused too."""
+    return torch.cat([_penalty(scores[r:r + 1], input_ids[r:r + 1], penalty)
+                      for r in range(scores.shape[0])])
+
+
+@pytest.mark.parametrize("fn", [apply_repetition_penalty, _penalty],
+                         ids=["llmcourse", "scatter-add"])
 def test_repetition_penalty_passes_correct(fn, capsys):
     ch08.check_repetition_penalty(fn)
     assert "✓ repetition_penalty: 8 case(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong", [
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, rule="divide-all"),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, rule="divide-all"),
                  id="divides-negative-scores"),
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, rule="reversed"), id="reversed-rule"),
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, rule="subtract"), id="subtracts"),
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, per_occurrence=True),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, rule="reversed"), id="reversed-rule"),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, rule="subtract"), id="subtracts"),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, per_occurrence=True),
                  id="once-per-occurrence"),
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, last_only=True), id="last-token-only"),
-    pytest.param(lambda s, i, p: _penalty_loop(s, i, p, invert=True), id="unseen-tokens"),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, last_only=True), id="last-token-only"),
+    pytest.param(lambda s, i, p: _penalty(s, i, p, invert=True), id="unseen-tokens"),
     pytest.param(lambda s, i, p: s, id="no-penalty"),
 ])
 def test_repetition_penalty_fails_wrong(wrong):
     fails(ch08.check_repetition_penalty, wrong, "✗ repetition_penalty", "MULTIPLIED")
 
 
+@pytest.mark.parametrize("loop", [_penalty_loop, _penalty_per_row], ids=["tokens", "rows"])
+def test_repetition_penalty_refuses_a_python_loop(loop):
+    """The exercise says "without a Python loop": a correct loop is refused for its loop,
+    with the counts that show it."""
+    fails(ch08.check_repetition_penalty, loop, "✗ repetition_penalty: looks like a Python loop",
+          "for a (2, 5) text", "scatter_")
+
+
 def test_dividing_negative_scores_fails_on_the_first_case():
     """The mistake the hint is about fails on the first, hand-made case (a seen token with a
     negative score), not only deep in the random ones."""
     message = fails(ch08.check_repetition_penalty,
-                     lambda s, i, p: _penalty_loop(s, i, p, rule="divide-all"))
+                    lambda s, i, p: _penalty(s, i, p, rule="divide-all"))
     assert "case 1 differs" in message
+
+
+# ---------------------------------------------------------------- beam step
+
+
+def _beam_python(beam_scores, logprobs):
+    """Every extension listed and sorted in plain Python: an independent correct version."""
+    b, k, v = logprobs.shape
+    scores, parents, tokens = [], [], []
+    for row in range(b):
+        ext = sorted(((beam_scores[row, j].item() + logprobs[row, j, t].item(), j, t)
+                      for j in range(k) for t in range(v)), key=lambda e: -e[0])[:k]
+        scores.append([e[0] for e in ext])
+        parents.append([e[1] for e in ext])
+        tokens.append([e[2] for e in ext])
+    return (torch.tensor(scores, dtype=logprobs.dtype), torch.tensor(parents),
+            torch.tensor(tokens))
+
+
+def _beam(beam_scores, logprobs, *, add=True, per_beam=False, parent_mod=False,
+          over_batch=False, float_ids=False, ascending=False, probs=False):
+    b, k, v = logprobs.shape
+    if per_beam:  # each beam extended by its own best token
+        best, token = logprobs.max(dim=-1)  # (B, k)
+        scores, order = (beam_scores + best).sort(dim=-1, descending=True)
+        return scores, order, token.gather(1, order)
+    total = beam_scores[:, :, None] + logprobs if add else logprobs
+    if probs:
+        total = beam_scores.exp()[:, :, None] * logprobs.exp()
+    scores, flat = total.reshape(b, k * v).topk(k, dim=-1)
+    if ascending:
+        scores, flat = scores.flip(-1), flat.flip(-1)
+    parents, tokens = (flat % k, flat // k) if parent_mod else (flat // v, flat % v)
+    if over_batch:
+        parents = parents + torch.arange(b)[:, None] * k
+    if float_ids:
+        parents, tokens = parents.float(), tokens.float()
+    return scores, parents, tokens
+
+
+@pytest.mark.parametrize("fn", [ch08.beam_step, _beam, _beam_python],
+                         ids=["reference", "switches-off", "python"])
+def test_beam_step_passes_correct(fn, capsys):
+    ch08.check_beam_step(fn)
+    assert "✓ beam_step: 7 case(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong,fragment", [
+    pytest.param(lambda s, lp: _beam(s, lp, add=False), "item 0", id="ignores-beam-scores"),
+    pytest.param(lambda s, lp: _beam(s, lp, per_beam=True), "item 0",
+                 id="each-beam-its-best-token"),
+    pytest.param(lambda s, lp: _beam(s, lp, parent_mod=True), "item 1", id="parent-mod-k"),
+    pytest.param(lambda s, lp: _beam(s, lp, over_batch=True), "item 1",
+                 id="parent-over-the-batch"),
+    pytest.param(lambda s, lp: _beam(s, lp, float_ids=True), "dtype torch.float32 != expected "
+                 "torch.int64", id="float-ids"),
+    pytest.param(lambda s, lp: _beam(s, lp, ascending=True), "item 0", id="worst-first"),
+    pytest.param(lambda s, lp: _beam(s, lp, probs=True), "item 0", id="multiplies-probabilities"),
+])
+def test_beam_step_fails_wrong(wrong, fragment):
+    fails(ch08.check_beam_step, wrong, "✗ beam_step", fragment, "hint: add each beam's score")
+
+
+def test_beam_step_per_prompt_parents_fail_on_the_batch_case():
+    message = fails(ch08.check_beam_step, lambda s, lp: _beam(s, lp, over_batch=True))
+    assert "case 5 differs" in message
+
+
+# ---------------------------------------------------------------- sliding-window KV cache
+
+
+def _append(ck, cv, kn, vn, window, *, dim=2, first=False, trim=True, extra=0, swap=False,
+            drop_t=False):
+    k, v = torch.cat([ck, kn], dim=dim), torch.cat([cv, vn], dim=dim)
+    if swap:
+        k, v = v, k
+    if drop_t:  # drop as many old positions as came in, once the cache is full
+        full = ck.shape[2] >= window
+        return ((torch.cat([ck[:, :, kn.shape[2]:], kn], 2), torch.cat([cv[:, :, kn.shape[2]:],
+                vn], 2)) if full else (k, v))
+    if not trim:
+        return k, v
+    w = window + extra
+    return (k[:, :, :w], v[:, :, :w]) if first else (k[:, :, -w:], v[:, :, -w:])
+
+
+def _append_python(ck, cv, kn, vn, window):
+    """Position by position: append one, drop the oldest while over the window."""
+    k, v = ck, cv
+    for t in range(kn.shape[2]):
+        k = torch.cat([k, kn[:, :, t:t + 1]], dim=2)
+        v = torch.cat([v, vn[:, :, t:t + 1]], dim=2)
+        if k.shape[2] > window:
+            k, v = k[:, :, 1:], v[:, :, 1:]
+    return k, v
+
+
+@pytest.mark.parametrize("fn", [ch08.window_append, _append, _append_python],
+                         ids=["reference", "switches-off", "one-at-a-time"])
+def test_window_append_passes_correct(fn, capsys):
+    ch08.check_window_append(fn)
+    assert "✓ window_append: 7 case(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong,fragment", [
+    pytest.param(lambda *a: _append(*a, first=True), "item 0: values differ",
+                 id="keeps-the-oldest"),
+    pytest.param(lambda *a: _append(*a, trim=False), "item 0: shape", id="never-trims"),
+    pytest.param(lambda *a: _append(*a, extra=1), "item 0: shape", id="window-plus-one"),
+    pytest.param(lambda *a: _append(*a, dim=-1), "raised RuntimeError",
+                 id="concatenates-features"),
+    pytest.param(lambda *a: _append(*a, dim=1), "raised RuntimeError", id="concatenates-heads"),
+    pytest.param(lambda *a: _append(*a, swap=True), "item 0: values differ", id="swaps-k-v"),
+    pytest.param(lambda *a: _append(*a, drop_t=True), "item 0: shape",
+                 id="drops-t-when-full"),
+])
+def test_window_append_fails_wrong(wrong, fragment):
+    fails(ch08.check_window_append, wrong, "✗ window_append", fragment,
+          "hint: concatenate along the time axis")
 
 
 # ---------------------------------------------------------------- distinct-n
 
 
-def _distinct(texts, n, *, mean=False, concat=False, off_by_one=False, ignore_n=False):
+def _distinct(texts, n, *, mean=False, concat=False, off_by_one=False, ignore_n=False,
+              string_keys=False):
     """distinct-n in plain Python, with switches for the usual mistakes."""
     if concat:
         texts = [[t for text in texts for t in text]]
@@ -155,7 +421,8 @@ def _distinct(texts, n, *, mean=False, concat=False, off_by_one=False, ignore_n=
 
     def grams(text):
         stop = len(text) - size + (0 if off_by_one else 1)
-        return [tuple(text[i:i + size]) for i in range(max(stop, 0))]
+        out = [tuple(text[i:i + size]) for i in range(max(stop, 0))]
+        return ["".join(map(str, g)) for g in out] if string_keys else out
 
     per_text = [grams(text) for text in texts]
     if mean:
@@ -165,13 +432,15 @@ def _distinct(texts, n, *, mean=False, concat=False, off_by_one=False, ignore_n=
     return len(set(everything)) / len(everything)
 
 
-# The checker's five hand-made cases, worked out on paper:
+# The checker's seven hand-made cases, worked out on paper:
 #   [1 2 3 1 2 3], n=1: {1, 2, 3} of 6 unigrams                              -> 3/6
 #   [1 2 3 1 2 3], n=2: (12)(23)(31)(12)(23): 3 distinct of 5                 -> 3/5
 #   [1 2 1] [2 1 2], n=2: (12)(21) | (21)(12): 2 of 4 (no (12) across the seam) -> 2/4
 #   [5 x8] [1 2 3], n=1: {5, 1, 2, 3} of 11 unigrams                          -> 4/11
 #   [4 7 4 7 4] [9] [1 2 3], n=2: (47)(74)(47)(74) | none | (12)(23)          -> 4/6
-HAND_WORKED = [3 / 6, 3 / 5, 2 / 4, 4 / 11, 4 / 6]
+#   [1 23 12 3], n=2: (1,23)(23,12)(12,3): all distinct                      -> 3/3
+#   [11 1 1 11] [111 2], n=2: (11,1)(1,1)(1,11) | (111,2): all distinct       -> 4/4
+HAND_WORKED = [3 / 6, 3 / 5, 2 / 4, 4 / 11, 4 / 6, 3 / 3, 4 / 4]
 
 
 def test_distinct_n_checker_expects_the_hand_worked_values():
@@ -185,7 +454,7 @@ def test_distinct_n_checker_expects_the_hand_worked_values():
 def test_distinct_n_checker_expects_an_independent_count_on_every_case():
     """On the random cases too: the reference equals a plain-Python count written here."""
     cases = ch08._distinct_n_cases()
-    assert len(cases) == 8 and {n for _, n in cases} == {1, 2, 3, 4}
+    assert len(cases) == 11 and {n for _, n in cases} == {1, 2, 3, 4}
     for texts, n in cases:
         assert distinct_n(texts, n) == pytest.approx(_distinct(texts, n), abs=1e-12), (texts, n)
 
@@ -202,7 +471,7 @@ def test_distinct_n_checker_fails_a_reference_off_on_one_case_only():
 @pytest.mark.parametrize("fn", [distinct_n, _distinct], ids=["llmcourse", "python"])
 def test_distinct_n_passes_correct(fn, capsys):
     ch08.check_distinct_n(fn)
-    assert "✓ distinct_n: 8 case(s)" in capsys.readouterr().out
+    assert "✓ distinct_n: 11 case(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong", [
@@ -210,16 +479,35 @@ def test_distinct_n_passes_correct(fn, capsys):
     pytest.param(lambda t, n: _distinct(t, n, concat=True), id="across-texts"),
     pytest.param(lambda t, n: _distinct(t, n, off_by_one=True), id="off-by-one"),
     pytest.param(lambda t, n: _distinct(t, n, ignore_n=True), id="tokens-not-ngrams"),
+    pytest.param(lambda t, n: _distinct(t, n, string_keys=True), id="joined-string-keys"),
     pytest.param(lambda t, n: 1.0 - _distinct(t, n), id="repeated-share"),
 ])
 def test_distinct_n_fails_wrong(wrong):
     fails(ch08.check_distinct_n, wrong, "✗ distinct_n", "hint: collect the n-grams")
 
 
+def test_distinct_n_string_keys_fail_on_the_collision_case():
+    message = fails(ch08.check_distinct_n, lambda t, n: _distinct(t, n, string_keys=True))
+    assert "case 6 differs" in message
+
+
 # ---------------------------------------------------------------- all checkers
 
 
-CHECKS = [ch08.check_top_p_filter, ch08.check_repetition_penalty, ch08.check_distinct_n]
+def _sampling_filters(s, t, k, p):
+    return top_p_filter(top_k_filter(s / t, k), p)
+
+
+REFERENCES = {
+    ch08.check_top_k_filter: top_k_filter,
+    ch08.check_top_p_filter: top_p_filter,
+    ch08.check_sampling_filters: _sampling_filters,
+    ch08.check_repetition_penalty: apply_repetition_penalty,
+    ch08.check_beam_step: ch08.beam_step,
+    ch08.check_window_append: ch08.window_append,
+    ch08.check_distinct_n: distinct_n,
+}
+CHECKS = list(REFERENCES)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -239,13 +527,10 @@ def test_not_a_function_is_refused(check):
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
 def test_checkers_leave_global_rng_alone(check):
     """Cases come from the checker's own generator: the notebook's seeded RNG is untouched."""
-    fn = {ch08.check_top_p_filter: top_p_filter,
-          ch08.check_repetition_penalty: apply_repetition_penalty,
-          ch08.check_distinct_n: distinct_n}[check]
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    check(fn)
+    check(REFERENCES[check])
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -7,7 +7,13 @@ checker must accept is *not* the reference itself but an implementation written 
 same merges, Python's incremental UTF-8 decoder); the references are also checked against
 hand-worked answers and, on many inputs, against code no one here wrote: Python's
 ``str.replace`` and ``re`` (merge, pair counts), and Hugging Face's GPT-2 tokenizer built from
-GPT-2's real files (encoding a word by merge rank, decoding with ``errors="replace"``).
+GPT-2's real files (encoding a word by merge rank, decoding with ``errors="replace"``); the
+teaching BPE trainer is checked against the fast one (``learn_merges``: incremental counts and a
+heap), which the library checks against Hugging Face's ``BpeTrainer``.
+
+Each checker must also reject the wrong answers a learner plausibly writes (merging the digits
+of a string, consuming the merges list, float ids, overlapping merges, an unweighted or
+boundary-crossing trainer, ...) with a message that says what went wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from tokenizers import Tokenizer, models
 from llmcourse.checks import ch04
 from llmcourse.core.assets import asset_dir
 from llmcourse.text.bpe import GPT2_SPLIT_PATTERN, ByteLevelBPE, bytes_to_unicode
+from llmcourse.text.bpe_train import learn_merges
 
 _B2U = bytes_to_unicode()
 _U2B = {c: b for b, c in _B2U.items()}
@@ -64,11 +71,19 @@ def decode_incrementally(ids, vocab):
     return "".join(dec.decode(vocab[i]) for i in ids) + dec.decode(b"", final=True)
 
 
+def train_bpe_by_learn_merges(word_counts, num_merges):
+    """The fast trainer (incremental counts, a heap); its ids put back in byte-value order."""
+    merges, vocab = learn_merges(word_counts, 256 + num_merges, tie_break="byte-value")
+    raw = [vocab[i][0] if i < 256 else i for i in range(len(vocab))]  # GPT-2 order -> bytes
+    return [(raw[a], raw[b]) for a, b in merges]
+
+
 CHECKS = {
     "count_pairs": (ch04.check_count_pairs, count_pairs_by_counter),
     "merge": (ch04.check_merge, merge_by_str_replace),
     "encode_word": (ch04.check_encode_word, encode_word_by_tokenizers),
     "decode": (ch04.check_decode, decode_incrementally),
+    "train_bpe": (ch04.check_train_bpe, train_bpe_by_learn_merges),
 }
 
 
@@ -120,6 +135,12 @@ def test_references_on_hand_worked_cases():
     assert ch04.decode([2, 3], vocab) == "\U0001f642"
     assert ch04.decode([2], vocab) == "\ufffd"
     assert ch04.decode([0], vocab) == "caf\ufffd"
+    # low x5, lower x2: ( ,l) (l,o) (o,w) all 7 -> ( ,l)=256 (smallest ids); then (o,w) and
+    # (256,o) tie at 7 -> (o,w)=257 (111 < 256); then (256, 257) -> " low".
+    assert ch04.train_bpe({b" low": 5, b" lower": 2}, 3) == [(32, 108), (111, 119), (256, 257)]
+    assert ch04.train_bpe({b" aab": 1, b" cd": 5}, 1) == [(32, 99)]  # 5 x ( ,c) beats (a,a)
+    assert ch04.train_bpe({b" ab": 2}, 5) == [(32, 97), (256, 98)]   # then nothing is left
+    assert ch04.train_bpe({}, 3) == []
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
@@ -132,7 +153,7 @@ def test_not_implemented_is_reported(name):
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_checker_refuses_a_non_function(name):
-    with pytest.raises(TypeError, match=f"check_{name}\\({name}\\)"):
+    with pytest.raises(TypeError, match=f"check_{name}\\(my_{name}\\)"):
         CHECKS[name][0]("not a function")
 
 
@@ -248,6 +269,22 @@ def test_count_pairs_without_overlaps_fails():
     fails(ch04.check_count_pairs, skipping, "case 4 differs", "expected: {(7, 7): 3}")
 
 
+def test_count_pairs_float_counts_fails():
+    """Counts as floats compare equal to ints in a dict (2.0 == 2): the checker looks."""
+    def floats(chunks):
+        return {p: float(n) for p, n in ch04.count_pairs(chunks).items()}
+
+    fails(ch04.check_count_pairs, floats, "✗ count_pairs: the count of (1, 2) is 2.0 (float)",
+          "case: [[1, 2, 3, 1, 2]]")
+
+
+def test_count_pairs_list_keys_fails():
+    def string_keys(chunks):
+        return {f"{a},{b}": n for (a, b), n in ch04.count_pairs(chunks).items()}
+
+    fails(ch04.check_count_pairs, string_keys, "a key is '1,2' (str)", "tuple of two ints")
+
+
 # ------------------------------------------------------------------------ merge: mistakes
 
 def test_merge_with_overlaps_fails():
@@ -268,7 +305,7 @@ def test_merge_right_to_left_fails():
     def from_the_right(ids, pair, new_id):
         return ch04.merge(ids[::-1], pair[::-1], new_id)[::-1]
 
-    fails(ch04.check_merge, from_the_right, "case 2 differs", "expected: [256, 97]")
+    fails(ch04.check_merge, from_the_right, "case 2 differs", "expected: [256, 1]")
 
 
 def test_merge_only_first_occurrence_fails():
@@ -294,6 +331,74 @@ def test_merge_losing_the_last_id_fails():
         return out
 
     fails(ch04.check_merge, lossy, "differs", "keep the last id")
+
+
+def test_merge_on_the_digits_of_a_string_fails():
+    """With one-digit ids, replacing in the joined digits looks right; with 11 and 2 it merges
+    the "1 2" that straddles two ids."""
+    def on_digits(ids, pair, new_id):
+        text = " ".join(map(str, ids)).replace(f"{pair[0]} {pair[1]}", str(new_id))
+        return [int(t) for t in text.split()]
+
+    assert on_digits([1, 2, 3, 1, 2], (1, 2), 256) == [256, 3, 256]  # one-digit ids: fooled
+    assert on_digits([11, 2], (1, 2), 300) == [1300]
+    fails(ch04.check_merge, on_digits, "case 9 differs", "expected: [11, 2]", "got:      [1300]",
+          "not their digits")
+
+
+def test_merge_on_the_repr_of_the_list_fails():
+    def on_repr(ids, pair, new_id):
+        text = str(list(ids)).replace(f"{pair[0]}, {pair[1]}", str(new_id))
+        return [int(t) for t in text.strip("[]").split(",") if t.strip()]
+
+    fails(ch04.check_merge, on_repr, "case 9 differs", "expected: [11, 2]")
+
+
+def test_merge_float_ids_fails():
+    def floats(ids, pair, new_id):
+        return [float(i) for i in ch04.merge(ids, pair, new_id)]
+
+    fails(ch04.check_merge, floats, "case 1 differs", "expected an int, got float 256.0")
+
+
+def test_merge_tensor_of_floats_fails():
+    import torch
+
+    def as_tensor(ids, pair, new_id):
+        return torch.tensor(ch04.merge(ids, pair, new_id), dtype=torch.float32)
+
+    fails(ch04.check_merge, as_tensor, "case 1 differs", "expected a sequence of length 3")
+
+
+def test_merge_overlapping_ones_fails():
+    """[1, 1, 1] with (1, 1): the second pair overlaps the first and must not merge."""
+    def every_position(ids, pair, new_id):  # replaces at each matching start, then skips 1
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+                i += 1 if i + 2 < len(ids) and ids[i + 2] == pair[1] else 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+    assert every_position([1, 1, 1], (1, 1), 256) == [256, 256]
+    fails(ch04.check_merge, every_position, "case 2 differs", "expected: [256, 1]",
+          "got:      [256, 256]")
+
+
+def test_merge_in_place_fails():
+    def in_place(ids, pair, new_id):
+        i = 0
+        while i + 1 < len(ids):
+            if (ids[i], ids[i + 1]) == pair:
+                ids[i:i + 2] = [new_id]
+            i += 1
+        return ids
+
+    fails(ch04.check_merge, in_place, "changed its argument 1 in place", "[1, 2, 3, 1, 2]",
+          "build new lists")
 
 
 # ------------------------------------------------------------------------ encode_word: mistakes
@@ -366,6 +471,26 @@ def test_encode_word_returning_ints_fails():
     fails(ch04.check_encode_word, as_ints, "case 1 differs")
 
 
+def test_encode_word_consuming_the_merges_fails():
+    """Pops each merge as it applies it: right for the first word, and every later word with
+    the same list gets no merges. Each case has its own list, and the change is reported."""
+    def consuming(word, merges):
+        parts = [bytes([b]) for b in word]
+        while merges:
+            parts = _merge_all(parts, merges.pop(0))
+        return parts
+
+    fails(ch04.check_encode_word, consuming, "changed its argument 2 in place",
+          "became []", "case: b'abc'")
+
+
+def test_encode_word_returning_str_fails():
+    def as_str(word, merges):
+        return [t.decode("latin-1") for t in ch04.encode_word(word, merges)]
+
+    fails(ch04.check_encode_word, as_str, "case 1 differs", "expected: [b'a', b'bc']")
+
+
 # ------------------------------------------------------------------------ decode: mistakes
 
 def test_decode_token_by_token_fails():
@@ -395,3 +520,126 @@ def test_decode_latin1_fails():
         return b"".join(vocab[i] for i in ids).decode("latin-1")
 
     fails(ch04.check_decode, latin1, "case 3 differs")
+
+
+# ------------------------------------------------------------------------ train_bpe: mistakes
+
+def _trainer(count_mode="weighted", tie="smallest", across=False, start=256, cast=int,
+             merge_fn=None):
+    """A BPE trainer with one knob turned away from the exercise's rule."""
+    merge_fn = merge_fn or ch04.merge
+
+    def train(word_counts, num_merges):
+        words = [list(w) for w in word_counts]
+        weights = [1 if count_mode == "once" else c for c in word_counts.values()]
+        if across:  # one long sequence: pairs span the end of one word and the next
+            words, weights = [[b for w, c in word_counts.items() for _ in range(c) for b in w]], [1]
+        merges = []
+        for k in range(num_merges):
+            counts = {}
+            for w, f in zip(words, weights, strict=True):
+                for p in pairwise(w):
+                    counts[p] = counts.get(p, 0) + f
+            if not counts and count_mode != "no-stop":
+                break
+            if tie == "first-seen":
+                pair = max(counts, key=counts.get)
+            elif tie == "largest":
+                pair = max(counts, key=lambda p: (counts[p], p))
+            else:
+                pair = min(counts, key=lambda p: (-counts[p], p))
+            new_id = cast(start + k)
+            words = [merge_fn(w, pair, new_id) for w in words]
+            merges.append(pair)
+        return merges
+
+    return train
+
+
+def test_train_bpe_reference_knobs_pass(capsys):
+    """The knob-turning trainer with every knob at the rule passes: the mistakes below fail
+    because of their one change."""
+    ch04.check_train_bpe(_trainer())
+    assert capsys.readouterr().out.startswith("✓ train_bpe:")
+
+
+def test_train_bpe_counting_each_word_once_fails():
+    fails(ch04.check_train_bpe, _trainer(count_mode="once"), "case 1 differs",
+          "expected: [(32, 99)]", "got:      [(32, 97)]", "times the word's count")
+
+
+def test_train_bpe_ties_to_the_first_pair_seen_fails():
+    fails(ch04.check_train_bpe, _trainer(tie="first-seen"), "case 2 differs",
+          "expected: [(97, 98)]", "ties to the smallest")
+
+
+def test_train_bpe_ties_to_the_largest_pair_fails():
+    fails(ch04.check_train_bpe, _trainer(tie="largest"), "case 1 differs")
+
+
+def test_train_bpe_counting_across_words_fails():
+    fails(ch04.check_train_bpe, _trainer(across=True), "case 2 differs", "got:      [(97, 97)]",
+          "inside each word")
+
+
+def test_train_bpe_not_stopping_fails():
+    fails(ch04.check_train_bpe, _trainer(count_mode="no-stop"), "raised ValueError",
+          "stop early")
+
+
+def test_train_bpe_ids_from_255_fails():
+    fails(ch04.check_train_bpe, _trainer(start=255), "case 4 differs", "(255, 98)",
+          "256 + len(merges)")
+
+
+def test_train_bpe_float_ids_fails():
+    fails(ch04.check_train_bpe, _trainer(cast=float), "expected an int, got float 256.0")
+
+
+def test_train_bpe_with_an_overlapping_merge_fails():
+    def overlapping(ids, pair, new_id):
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+            else:
+                out.append(ids[i])
+            i += 1
+        return out
+
+    fails(ch04.check_train_bpe, _trainer(merge_fn=overlapping), "differs")
+
+
+def test_train_bpe_returning_bytes_fails():
+    def as_bytes(word_counts, num_merges):
+        vocab = {i: bytes([i]) for i in range(256)}
+        out = []
+        for a, b in ch04.train_bpe(word_counts, num_merges):
+            vocab[len(vocab)] = vocab[a] + vocab[b]
+            out.append((vocab[a], vocab[b]))
+        return out
+
+    fails(ch04.check_train_bpe, as_bytes, "case 1 differs", "expected an int, got bytes")
+
+
+def test_train_bpe_consuming_the_counts_fails():
+    def consuming(word_counts, num_merges):
+        out = ch04.train_bpe(dict(word_counts), num_merges)
+        word_counts.clear()
+        return out
+
+    fails(ch04.check_train_bpe, consuming, "changed its argument 1 in place", "became {}")
+
+
+def test_train_bpe_cases_are_distinct_and_nontrivial():
+    """The random cases (after the 9 hand-made ones) are fresh, no two alike, and most learn
+    several merges."""
+    seen = []
+
+    def spy(word_counts, num_merges):
+        seen.append((dict(word_counts), num_merges))
+        return ch04.train_bpe(word_counts, num_merges)
+
+    ch04.check_train_bpe(spy)
+    assert len({repr(c) for c in seen}) == len(seen) == 17
+    assert sum(len(ch04.train_bpe(*c)) >= 3 for c in seen[9:]) >= 6

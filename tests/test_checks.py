@@ -159,17 +159,11 @@ def test_compare_integer_tensors_exact():
 def test_ch00_references_match_torch(shape, scale, seed):
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
     torch.testing.assert_close(ch00.softmax(x), torch.softmax(x, dim=-1))
-    torch.testing.assert_close(ch00.softmax_with_temperature(x, 0.3), torch.softmax(x / 0.3, -1))
     torch.testing.assert_close(ch00.log_softmax(x), torch.log_softmax(x, dim=-1),
                                atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(ch00.entropy(x),
                                torch.distributions.Categorical(logits=x).entropy(),
                                atol=1e-4, rtol=1e-4)
-
-
-def test_ch00_temperature_rejects_nonpositive():
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        ch00.softmax_with_temperature(torch.zeros(3), 0.0)
 
 
 # ---------------------------------------------------------------- chapter 00 checkers
@@ -206,16 +200,6 @@ def test_check_softmax_does_not_touch_global_rng():
     torch.manual_seed(123)
     ch00.check_softmax(ch00.softmax)
     assert torch.equal(torch.rand(3), expected)
-
-
-def test_check_temperature_passes_and_fails(capsys):
-    ch00.check_softmax_with_temperature(ch00.softmax_with_temperature)
-    assert "✓ softmax_with_temperature" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match="divide"):
-        ch00.check_softmax_with_temperature(lambda x, t: ch00.softmax(x * t))
-    with pytest.raises(CheckFailed):  # stable in x but not in x / t
-        ch00.check_softmax_with_temperature(
-            lambda x, t: (x / t).exp() / (x / t).exp().sum(-1, keepdim=True))
 
 
 def test_check_log_softmax_passes_and_fails(capsys):

@@ -1,5 +1,8 @@
 """Chapter 01 and 02 exercise checkers: they pass the solutions and fail the usual mistakes.
 
+(The masks of chapter 01 are in test_checks_ch01_masks.py, interleaved RoPE in
+test_checks_ch02_rope_interleaved.py.)
+
 Each known-wrong version below is a mistake a learner plausibly makes; the checker must raise
 ``CheckFailed`` for it. The references the checkers compare against are themselves checked
 here against code no one here wrote (torch's MultiheadAttention, transformers' Llama RoPE).
@@ -12,7 +15,6 @@ import math
 import matplotlib
 import pytest
 import torch
-import torch.nn.functional as F
 from checker_helpers import assert_check_fails as fails
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,102 +90,7 @@ def test_attention_not_implemented_says_so():
     fails(ch01.check_attention, fn, "not implemented yet")
 
 
-def test_causal_mask_solution_passes(capsys):
-    _passes(ch01.check_causal_mask, ch01.causal_mask, capsys, "causal_mask")
-    from llmcourse.nn.attention import causal_mask
-
-    _passes(ch01.check_causal_mask, causal_mask, capsys, "causal_mask")
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda t: torch.ones(t, t, dtype=torch.bool).tril(diagonal=-1),  # a token cannot see itself
-    lambda t: torch.ones(t, t, dtype=torch.bool).tril(diagonal=1),  # sees one token ahead
-    lambda t: torch.ones(t, t, dtype=torch.bool).triu(),  # sees the future, not the past
-    lambda t: ~torch.ones(t, t, dtype=torch.bool).tril(),  # True where it must NOT attend
-], ids=["below-diagonal", "one-ahead", "upper", "inverted"])
-def test_causal_mask_wrong_versions_fail(wrong):
-    fails(ch01.check_causal_mask, wrong, "expected:", "got:", "torch.tril")
-
-
-def test_causal_mask_float_instead_of_bool_fails():
-    fails(ch01.check_causal_mask, lambda t: torch.ones(t, t).tril(), "TypeError", "torch.bool")
-
-
-def test_padded_attention_solution_passes(capsys):
-    _passes(ch01.check_padded_attention, ch01.padded_attention, capsys, "padded_attention")
-
-
-def _padded_with(keep_fn, on_queries: bool = False):
-    def fn(q, k, v, lengths):
-        t = (q if on_queries else k).shape[-2]
-        keep = keep_fn(torch.arange(t)[None, :], lengths[:, None])  # (B, T)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-        where = keep[:, :, None] if on_queries else keep[:, None, :]
-        return torch.softmax(scores.masked_fill(~where, float("-inf")), -1) @ v
-
-    return fn
-
-
-def test_padded_attention_off_by_one_fails():
-    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j <= n), "values differ")
-
-
-def test_padded_attention_masking_queries_fails():
-    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j < n, on_queries=True),
-           "got NaN", "columns, not rows")
-
-
-def test_padded_attention_inverted_mask_fails():
-    fails(ch01.check_padded_attention, _padded_with(lambda j, n: j >= n), "✗ padded_attention")
-
-
-def test_padded_attention_with_a_large_negative_number_is_accepted(capsys):
-    # -1e9 instead of -inf is a correct choice too: its weights underflow to exactly 0.
-    def fn(q, k, v, lengths):
-        keep = torch.arange(k.shape[-2])[None, :] < lengths[:, None]  # (B, T_k)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-        return torch.softmax(scores.masked_fill(~keep[:, None, :], -1e9), -1) @ v
-
-    _passes(ch01.check_padded_attention, fn, capsys, "padded_attention")
-
-
-# ---------------------------------------------------------------- chapter 02: heads, positions
-
-
-def test_split_and_merge_solutions_pass(capsys):
-    _passes(ch02.check_split_heads, ch02.split_heads, capsys, "split_heads")
-    _passes(ch02.check_merge_heads, ch02.merge_heads, capsys, "merge_heads")
-
-
-def test_split_heads_matches_torch_multihead_attention_head_order():
-    # torch's MultiheadAttention returns per-head weights; recomputing them from our split of
-    # its own projections must give the same heads in the same order.
-    torch.manual_seed(0)
-    e, h = 12, 3
-    mha = torch.nn.MultiheadAttention(e, h, batch_first=True)
-    x = torch.randn(2, 5, e)
-    _, want = mha(x, x, x, average_attn_weights=False)  # (B, h, T, T)
-    q, k, _ = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-    q, k = ch02.split_heads(q, h), ch02.split_heads(k, h)  # (B, h, T, hd)
-    got = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(e // h), dim=-1)
-    torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("wrong", [
-    lambda x, h: x.view(x.shape[0], h, x.shape[1], -1),  # no transpose: tokens spill into heads
-    lambda x, h: x.view(x.shape[0], x.shape[1], -1, h).permute(0, 3, 1, 2),  # strided features
-    lambda x, h: x.view(x.shape[0], x.shape[1], h, -1).transpose(2, 3),  # forgot to move heads
-], ids=["no-transpose", "strided", "wrong-axes"])
-def test_split_heads_wrong_order_fails(wrong):
-    fails(ch02.check_split_heads, wrong, "✗ split_heads", "transpose(1, 2)")
-
-
-def test_merge_heads_without_transpose_fails():
-    def wrong(x):
-        b, h, t, hd = x.shape
-        return x.reshape(b, t, h * hd)
-
-    fails(ch02.check_merge_heads, wrong, "values differ")
+# ---------------------------------------------------------------- chapter 02: positions
 
 
 def test_sinusoidal_solution_and_library_pass(capsys):

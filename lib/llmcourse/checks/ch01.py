@@ -1,11 +1,14 @@
-"""Chapter 01 exercises: scaled dot-product attention, the causal mask, padding masks.
+"""Chapter 01 exercises: batched attention, a sliding-window causal mask, ALiBi's biases.
 
 Each checker runs the learner's function on fixed random cases (drawn from its own seeded
 generator, so the notebook's global random state is untouched) and compares the result with
-``torch.nn.functional.scaled_dot_product_attention`` or ``torch.tril``, which no one here wrote.
-The functions below are the course's solutions; ``tests/test_checks_ch01_ch02.py`` checks that
-they pass and that the usual mistakes (no √d_k, softmax over the wrong axis, a mask off by one)
-fail.
+``torch.nn.functional.scaled_dot_product_attention`` or with a reference built another way
+(``torch.tril`` for the window, the formula of Press et al. 2022 for ALiBi), itself checked in
+the tests against ``transformers``' sliding-window mask and BLOOM's ALiBi. The functions below
+are the course's solutions; ``tests/test_checks_ch01_ch02.py`` and
+``tests/test_checks_ch01_masks.py`` check that they pass and that the usual mistakes (no √d_k,
+softmax over the wrong axis, a window off by one, a bias of the wrong sign or slope, rows
+masked instead of columns, the wrong dtype) fail.
 
 Example:
     >>> from llmcourse.checks.ch01 import attention, check_attention
@@ -24,8 +27,8 @@ import torch.nn.functional as F
 from llmcourse.checks import compare, require_function
 
 __all__ = [
-    "attention", "causal_mask", "padded_attention",
-    "check_attention", "check_causal_mask", "check_padded_attention",
+    "attention", "sliding_window_mask", "alibi_slopes", "alibi_bias",
+    "check_attention", "check_sliding_window_mask", "check_alibi_bias",
 ]
 
 
@@ -51,44 +54,65 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return weights @ v  # (..., T_q, d_v)
 
 
-def causal_mask(t: int) -> torch.Tensor:
-    """Boolean (t, t) mask, True where query i may attend to key j, i.e. j ≤ i.
+def sliding_window_mask(t: int, window: int) -> torch.Tensor:
+    """Boolean (t, t) mask, True where query i may attend to key j: j ≤ i and i - j < window.
+
+    Each token sees itself and the ``window - 1`` tokens before it, as in Longformer's
+    causal windows (Beltagy et al., 2020) and Mistral 7B (Jiang et al., 2023). A window of 1
+    is "only itself"; a window of t or more is the plain causal mask.
 
     Example:
-        >>> causal_mask(3).int()
-        tensor([[1, 0, 0],
-                [1, 1, 0],
-                [1, 1, 1]], dtype=torch.int32)
+        >>> sliding_window_mask(4, 2).int()
+        tensor([[1, 0, 0, 0],
+                [1, 1, 0, 0],
+                [0, 1, 1, 0],
+                [0, 0, 1, 1]], dtype=torch.int32)
     """
-    return torch.ones(t, t, dtype=torch.bool).tril()  # (T, T), on and below the diagonal
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ValueError(f"t must be a positive int, got {t!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int (1 = only itself), got {window!r}")
+    ones = torch.ones(t, t, dtype=torch.bool)  # (T, T)
+    return ones.tril() & ~ones.tril(-window)  # (T, T): on/below the diagonal, not window below
 
 
-def padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     lengths: torch.Tensor) -> torch.Tensor:
-    """Attention for a batch of sequences padded at the end: keys at j ≥ lengths[b] are ignored.
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's slope per head, the geometric sequence 2^(-8/n), 2^(-16/n), …, 2^(-8) (float32).
 
-    Args:
-        q: (B, T_q, d_k) queries.
-        k: (B, T_k, d_k) keys.
-        v: (B, T_k, d_v) values.
-        lengths: (B,) integers in [1, T_k], the number of real (non-padding) keys per sequence.
-
-    Returns:
-        (B, T_q, d_v). Padding keys get weight exactly 0, so what sits in the padding never
-        changes the result.
+    This is the rule of Press et al. (2022, section 3) for a number of heads that is a power of
+    two; 8 heads get 1/2, 1/4, …, 1/256.
 
     Example:
-        >>> k = v = torch.tensor([[[1.0], [5.0]]])          # (B=1, T=2, d=1); token 2 is padding
-        >>> padded_attention(k, k, v, torch.tensor([1]))    # only the first key counts
-        tensor([[[1.],
-                 [1.]]])
+        >>> alibi_slopes(4)
+        tensor([0.2500, 0.0625, 0.0156, 0.0039])
     """
-    t_k = k.shape[-2]
-    real = torch.arange(t_k, device=k.device) < lengths[:, None]  # (B, T_k), True at real keys
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, T_q, T_k)
-    scores = scores.masked_fill(~real[:, None, :], float("-inf"))  # (B, T_q, T_k)
-    weights = torch.softmax(scores, dim=-1)  # (B, T_q, T_k), 0 at padding keys
-    return weights @ v  # (B, T_q, d_v)
+    if isinstance(n_head, bool) or not isinstance(n_head, int) or n_head < 1 or (
+            n_head & (n_head - 1)):
+        raise ValueError(f"n_head must be a power of two (1, 2, 4, 8, …), got {n_head!r}")
+    h = torch.arange(1, n_head + 1, dtype=torch.float64)  # (n_head,) 1 … n
+    return (2.0 ** (-8.0 * h / n_head)).float()  # (n_head,)
+
+
+def alibi_bias(n_head: int, t: int) -> torch.Tensor:
+    """ALiBi's additive attention bias with the causal mask: (n_head, t, t), float32.
+
+    Entry [h, i, j] is -m_h · (i - j) for a key j at or before the query i (a penalty that grows
+    linearly with the distance, steeper for heads with a larger slope m_h) and -inf for a later
+    key. Added to the scores q·k/√d_k, it replaces position embeddings (Press et al., 2022).
+
+    Example:
+        >>> alibi_bias(2, 3)[0]                           # head 0, slope 2^-4 = 0.0625
+        tensor([[ 0.0000,    -inf,    -inf],
+                [-0.0625,  0.0000,    -inf],
+                [-0.1250, -0.0625,  0.0000]])
+    """
+    if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+        raise ValueError(f"t must be a positive int, got {t!r}")
+    pos = torch.arange(t)  # (T,)
+    offset = (pos[None, :] - pos[:, None]).float()  # (T, T): j - i = -(distance back) ≤ 0 at j ≤ i
+    bias = alibi_slopes(n_head)[:, None, None] * offset  # (n_head, T, T): -m_h · (i - j)
+    later = pos[None, :] > pos[:, None]  # (T, T): key j after query i
+    return bias.masked_fill(later, float("-inf"))  # (n_head, T, T)
 
 
 def _qkv(gen: torch.Generator, batch: tuple[int, ...], t_q: int, t_k: int, d_k: int, d_v: int,
@@ -121,45 +145,53 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
                  "axes stay put); softmax over the last axis (the keys); then @ v")
 
 
-def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> None:
-    """Check ``fn(t)`` returns the (t, t) boolean mask with True on and below the diagonal."""
-    require_function(fn, "causal_mask")
-    cases = [(t,) for t in (1, 2, 3, 5, 8)]
+def check_sliding_window_mask(fn: Callable[[int, int], torch.Tensor]) -> None:
+    """Check ``fn(t, window)``: the (t, t) boolean mask with True where 0 ≤ i - j < window.
 
-    def learner(t: int) -> torch.Tensor:
-        mask = fn(t)
-        # compare() accepts equal values of another dtype; a float mask would break ~mask later.
-        if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
-            raise TypeError(f"the mask must have dtype torch.bool, got {mask.dtype}")
-        return mask
-
-    compare(learner, lambda t: torch.ones(t, t, dtype=torch.bool).tril(), cases, name="causal_mask",
-            hint="query i (row) may see keys 0..i (columns), itself included: True on and below "
-                 "the diagonal, dtype torch.bool (torch.tril)")
-
-
-def check_padded_attention(
-    fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-) -> None:
-    """Check ``fn(q, k, v, lengths)`` against torch's attention with a key-padding mask.
-
-    Every case has some sequence shorter than the batch's length, so a mask that keeps one
-    padding key too many (``<=`` for ``<``) or masks the queries instead of the keys shows.
+    The cases include a window of 1 (only itself), windows of t and beyond (the plain causal
+    mask) and random sizes in between, so a window one too wide or too narrow, a window that
+    looks ahead, and a mask of another dtype all show.
     """
-    require_function(fn, "padded_attention")
-    gen = torch.Generator().manual_seed(102)
-    shapes = [((2,), 4, 4, 8, 8, [2, 4]), ((3,), 5, 5, 4, 6, [5, 1, 3]),
-              ((2,), 3, 6, 16, 4, [6, 2]), ((4,), 6, 6, 8, 8, [1, 2, 3, 4])]
-    cases = []
-    for batch, t_q, t_k, d_k, d_v, lengths in shapes:
-        q, k, v = _qkv(gen, batch, t_q, t_k, d_k, d_v)
-        cases.append((q, k, v, torch.tensor(lengths)))
+    require_function(fn, "sliding_window_mask")
+    gen = torch.Generator().manual_seed(103)
+    cases = [(1, 1), (5, 1), (6, 2), (4, 4), (3, 7)]
+    for _ in range(4):
+        t = int(torch.randint(4, 13, (1,), generator=gen))
+        cases.append((t, int(torch.randint(2, t, (1,), generator=gen))))
 
-    def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  lengths: torch.Tensor) -> torch.Tensor:
-        keep = torch.arange(k.shape[-2]) < lengths[:, None]  # (B, T_k)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, :])
+    def reference(t: int, window: int) -> torch.Tensor:
+        i = torch.arange(t)[:, None]  # (T, 1) query positions
+        j = torch.arange(t)[None, :]  # (1, T) key positions
+        return (j <= i) & (i - j < window)  # (T, T)
 
-    compare(fn, reference, cases, name="padded_attention",
-            hint="key j of sequence b is real when j < lengths[b]; set the scores of the other "
-                 "keys (columns, not rows) to -inf before the softmax")
+    compare(fn, reference, cases, name="sliding_window_mask",
+            hint="row i is the query, column j the key: True when j <= i (not later) and "
+                 "i - j < window (the query itself counts as one of the window); dtype "
+                 "torch.bool")
+
+
+def check_alibi_bias(fn: Callable[[int, int], torch.Tensor]) -> None:
+    """Check ``fn(n_head, t)`` against ALiBi's formula: float32 (n_head, t, t) with
+    -m_h · (i - j) at and below the diagonal and -inf above it, m_h = 2^(-8h/n_head).
+
+    Several head counts (1 to 16) tell a slope sequence of the wrong base or start from the
+    right one; a positive bias, a bias on the rows, or one without the causal -inf all show.
+    """
+    require_function(fn, "alibi_bias")
+    gen = torch.Generator().manual_seed(104)
+    cases = [(1, 3), (2, 4), (8, 6), (16, 5), (4, 1)]
+    for _ in range(3):
+        cases.append((2 ** int(torch.randint(0, 5, (1,), generator=gen)),
+                      int(torch.randint(2, 10, (1,), generator=gen))))
+
+    def reference(n_head: int, t: int) -> torch.Tensor:
+        slopes = 2.0 ** (-8.0 * torch.arange(1, n_head + 1, dtype=torch.float64) / n_head)
+        i = torch.arange(t, dtype=torch.float64)[:, None]  # (T, 1) query positions
+        j = torch.arange(t, dtype=torch.float64)[None, :]  # (1, T) key positions
+        bias = slopes[:, None, None] * (j - i)  # (n_head, T, T) = -m_h (i - j), in float64
+        return bias.masked_fill(j > i, float("-inf")).float()  # (n_head, T, T)
+
+    compare(fn, reference, cases, name="alibi_bias", atol=1e-7, rtol=1e-6,
+            hint="entry [h, i, j] = -m_h * (i - j) for j <= i (a penalty: minus, growing with "
+                 "the distance back), -inf for j > i; slopes m_h = 2**(-8 * h / n_head) for "
+                 "h = 1..n_head; float32")

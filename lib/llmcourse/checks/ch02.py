@@ -1,15 +1,16 @@
-"""Chapter 02 exercises: splitting and merging heads, the sinusoidal table, rotary positions.
+"""Chapter 02 exercises: the sinusoidal table, rotary positions in both pair layouts.
 
 Each checker runs the learner's function on fixed random cases (drawn from its own seeded
-generator) and compares it with a reference computed another way: heads by ``chunk``/``cat``
-rather than ``view``/``transpose``, the sinusoidal table in float64 straight from the formula,
-and RoPE from :mod:`llmcourse.nn.positional`, itself checked against ``transformers``' Llama
-rotary code in ``tests/test_checks_ch01_ch02.py``.
+generator) and compares it with a reference computed another way: the sinusoidal table in
+float64 straight from the formula, "rotate half" RoPE from :mod:`llmcourse.nn.positional`
+(itself checked against ``transformers``' Llama rotary code), and interleaved RoPE from the
+formula below, checked against ``transformers``' GPT-J rotary code in
+``tests/test_checks_ch02_rope_interleaved.py``.
 
 Example:
-    >>> from llmcourse.checks.ch02 import check_split_heads, split_heads
-    >>> check_split_heads(split_heads)
-    ✓ split_heads: 5 case(s) match the reference
+    >>> from llmcourse.checks.ch02 import check_rope_interleaved, rope_interleaved
+    >>> check_rope_interleaved(rope_interleaved)
+    ✓ rope_interleaved: 7 case(s) match the reference
 """
 
 from __future__ import annotations
@@ -22,34 +23,10 @@ from llmcourse.checks import compare, require_function
 from llmcourse.nn.positional import apply_rope, rope_cos_sin
 
 __all__ = [
-    "split_heads", "merge_heads", "sinusoidal_table", "rope",
-    "check_split_heads", "check_merge_heads", "check_sinusoidal_table", "check_rope",
+    "sinusoidal_table", "rope", "rope_interleaved", "half_to_interleaved",
+    "check_sinusoidal_table", "check_rope", "check_rope_interleaved",
+    "check_half_to_interleaved",
 ]
-
-
-def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    """(B, T, E) → (B, n_head, T, E / n_head): head h gets features h·hd … (h+1)·hd - 1.
-
-    Example:
-        >>> x = torch.arange(8.0).view(1, 2, 4)           # (B=1, T=2, E=4)
-        >>> split_heads(x, 2)[0, 1]                       # head 1: features 2, 3 of each token
-        tensor([[2., 3.],
-                [6., 7.]])
-    """
-    b, t, e = x.shape
-    return x.view(b, t, n_head, e // n_head).transpose(1, 2)  # (B, h, T, hd)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, n_head, T, hd) → (B, T, n_head·hd), the inverse of :func:`split_heads`.
-
-    Example:
-        >>> x = torch.randn(2, 5, 12)
-        >>> torch.equal(merge_heads(split_heads(x, 3)), x)
-        True
-    """
-    b, h, t, hd = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * hd)  # (B, T, E); reshape copies: not contiguous
 
 
 def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
@@ -90,31 +67,47 @@ def rope(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)  # (..., T, hd)
 
 
-def _split_reference(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    # Cut the features into n_head consecutive chunks and stack them as a new head axis.
-    return torch.stack(x.chunk(n_head, dim=-1), dim=1)  # (B, h, T, hd)
+def rope_interleaved(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """RoPE with neighbouring features as pairs (the RoFormer paper, GPT-J, Meta's Llama code).
+
+    Pair i is (x[..., 2i], x[..., 2i + 1]); at position t (0 … T-1) it turns by the same angle
+    t·base^(-2i/hd) as pair i of the "rotate half" layout of :func:`rope`:
+
+        (a, b) → (a cos θ - b sin θ,  a sin θ + b cos θ)
+
+    The two layouts differ only in which features they call pair i, so one is the other
+    conjugated by a permutation of the features: see :func:`half_to_interleaved`.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]])  # (T=2, hd=4)
+        >>> rope_interleaved(x)[1]              # position 1: pair 0 turns 1 rad, pair 1 0.01
+        tensor([0.5403, 0.8415, 0.9999, 0.0100])
+    """
+    t, hd = x.shape[-2], x.shape[-1]
+    freq = base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)  # (hd/2,)
+    angle = torch.arange(t, dtype=torch.float64)[:, None] * freq  # (T, hd/2)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)  # (T, hd/2)
+    a, b = x[..., 0::2], x[..., 1::2]  # (..., T, hd/2) each: first and second of each pair
+    turned = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)  # (..., T, hd/2, 2)
+    return turned.flatten(-2)  # (..., T, hd): pairs back side by side
 
 
-def check_split_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Check ``fn(x, n_head)``: (B, T, E) → (B, n_head, T, E / n_head), consecutive features."""
-    require_function(fn, "split_heads")
-    gen = torch.Generator().manual_seed(201)
-    shapes = [(1, 2, 4, 2), (2, 5, 12, 3), (3, 4, 16, 4), (2, 7, 8, 1), (1, 3, 6, 6)]
-    cases = [(torch.randn(b, t, e, generator=gen), h) for b, t, e, h in shapes]
-    compare(fn, _split_reference, cases, name="split_heads",
-            hint="x.view(B, T, n_head, head_dim) then .transpose(1, 2); viewing as "
-                 "(B, n_head, T, head_dim) directly mixes tokens into heads")
+def half_to_interleaved(head_dim: int) -> torch.Tensor:
+    """Indices ``idx`` (int64, (head_dim,)) that reorder a "rotate half" vector into the
+    interleaved layout: ``y = x[..., idx]`` puts pair i = (x_i, x_{i + hd/2}) at 2i, 2i + 1.
 
+    Then ``rope_interleaved(x[..., idx]) == rope(x)[..., idx]``, and because a dot product does
+    not change when both vectors are permuted alike, the scores are the same in both layouts:
+    permuting the rows of W_Q and W_K converts a model from one layout to the other.
 
-def check_merge_heads(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Check ``fn(x)``: (B, n_head, T, hd) → (B, T, n_head·hd), head 0's features first."""
-    require_function(fn, "merge_heads")
-    gen = torch.Generator().manual_seed(202)
-    shapes = [(1, 2, 2, 2), (2, 3, 5, 4), (3, 4, 4, 4), (2, 1, 7, 8), (1, 6, 3, 1)]
-    cases = [(torch.randn(*s, generator=gen),) for s in shapes]
-    compare(fn, lambda x: torch.cat(x.unbind(dim=1), dim=-1), cases, name="merge_heads",
-            hint="undo split_heads in reverse order: .transpose(1, 2) first, then "
-                 ".reshape(B, T, n_head * head_dim)")
+    Example:
+        >>> half_to_interleaved(6)
+        tensor([0, 3, 1, 4, 2, 5])
+    """
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:
+        raise ValueError(f"head_dim must be a positive even int, got {head_dim!r}")
+    half = torch.arange(head_dim // 2)  # (hd/2,) pair numbers
+    return torch.stack([half, half + head_dim // 2], dim=-1).flatten()  # (hd,)
 
 
 def _sinusoidal_float64(n_positions: int, dim: int) -> torch.Tensor:
@@ -154,3 +147,38 @@ def check_rope(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     compare(fn, reference, cases, name="rope",
             hint="pair feature i with i + hd/2; at position t (from 0) turn the pair by "
                  "t * base**(-2i/hd): (a, b) -> (a cos - b sin, a sin + b cos)")
+
+
+def check_rope_interleaved(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
+    """Check ``fn(x, base)`` for x (..., T, hd) against :func:`rope_interleaved`.
+
+    Several bases and head widths (2 to 32) and a float64 case: the rotate-half pairing, a sine
+    of the wrong sign, positions from 1, a hard-coded base, frequencies repeated in the wrong
+    order, and a float32 result for float64 input all fail.
+    """
+    require_function(fn, "rope_interleaved")
+    gen = torch.Generator().manual_seed(204)
+    specs = [((5, 4), 10000.0), ((2, 7, 8), 10000.0), ((1, 2, 9, 16), 100.0),
+             ((3, 6, 2), 10.0), ((2, 12, 32), 500000.0), ((4, 6), 1000.0)]
+    cases = [(torch.randn(*shape, generator=gen), base) for shape, base in specs]
+    cases.append((torch.randn(2, 5, 8, generator=gen, dtype=torch.float64), 10000.0))
+    compare(fn, rope_interleaved, cases, name="rope_interleaved",
+            hint="pair i is features (2i, 2i+1), i.e. x[..., 0::2] and x[..., 1::2]; at "
+                 "position t (from 0) it turns by t * base**(-2i/hd): (a, b) -> "
+                 "(a cos - b sin, a sin + b cos); put each pair back side by side (stack on a "
+                 "new last axis, then flatten); keep x's dtype")
+
+
+def check_half_to_interleaved(fn: Callable[[int], torch.Tensor]) -> None:
+    """Check ``fn(head_dim)``: the int64 indices idx with rope_interleaved(x[..., idx]) ==
+    rope(x)[..., idx], i.e. idx[2i] = i and idx[2i + 1] = i + head_dim/2.
+
+    Head widths up to 64, where the inverse permutation (a natural slip) differs: at 2 and 4
+    the permutation is its own inverse.
+    """
+    require_function(fn, "half_to_interleaved")
+    cases = [(2,), (4,), (6,), (8,), (16,), (64,)]
+    compare(fn, half_to_interleaved, cases, name="half_to_interleaved",
+            hint="interleaved position 2i holds half-layout feature i and position 2i+1 holds "
+                 "feature i + hd/2; check it with torch.testing.assert_close("
+                 "rope_interleaved(x[..., idx]), rope(x)[..., idx]); int64 indices")

@@ -71,7 +71,8 @@ test-lib: assets
 	$(HUB_OFF) $(PY) -m pytest tests lib $(PYTEST_ARGS)
 
 test-notebooks: assets
-	$(HUB_OFF) $(PY) -m pytest --nbval --nbval-current-env -p no:randomly notebooks $(PYTEST_ARGS)
+	$(HUB_OFF) $(PY) -m pytest --nbval --nbval-current-env -p no:randomly \
+	  --sanitize-with notebooks/nbval_sanitize.cfg notebooks $(PYTEST_ARGS)
 
 # Chapters 07-08 on the real GPT-2 when the hub is reachable: every cell must run; outputs are
 # not compared (the committed ones were made with the course checkpoint).

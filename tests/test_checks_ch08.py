@@ -18,62 +18,79 @@ pytestmark = pytest.mark.usefixtures("quiet_transformers")
 NEG_INF = float("-inf")
 
 
-# ---------------------------------------------------------------- top-k
+# ---------------------------------------------------------------- top-k, a k per row
 
 
 def _top_k_rows(scores, k):
-    """One row at a time in plain Python: keep every score >= the k-th largest."""
+    """One row at a time in plain Python: keep every score >= the row's k-th largest."""
     out = scores.clone()
-    for r in range(scores.shape[0]):
+    for r, k_r in enumerate(k.tolist()):
         row = scores[r].tolist()
-        cut = sorted(row, reverse=True)[min(k, len(row)) - 1]
+        cut = sorted(row, reverse=True)[min(k_r, len(row)) - 1]
         for i, s in enumerate(row):
             if s < cut:
                 out[r, i] = NEG_INF
     return out
 
 
-def _top_k_exactly_k(scores, k):
-    """torch.topk's k indices only: ties with the k-th are broken, not kept."""
-    keep = torch.topk(scores, min(k, scores.shape[-1]), dim=-1).indices
+def _top_k_per_row(scores, k, *, clamp=True, below=True, first_k=False, exactly_k=False,
+                   off_by_one=False, fill=NEG_INF):
+    """Sort and gather, with switches for the usual mistakes."""
+    v = scores.shape[-1]
+    if first_k:  # one k for the whole batch
+        k = torch.full_like(k, int(k[0]))
+    if exactly_k:  # torch.topk's indices, row by row: ties broken, not kept
+        rows = [top_k_filter_exact(scores[r:r + 1], min(int(k_r), v))
+                for r, k_r in enumerate(k.tolist())]
+        return torch.cat(rows)
+    index = (k.clamp(max=v) if clamp else k) - (0 if off_by_one else 1)  # (B,)
+    kth = scores.sort(dim=-1, descending=True).values.gather(1, index[:, None])  # (B, 1)
+    return scores.masked_fill(scores < kth if below else scores <= kth, fill)
+
+
+def top_k_filter_exact(scores, k):
+    """Keeps exactly the k indices torch.topk returns."""
+    keep = torch.topk(scores, k, dim=-1).indices
     mask = torch.ones_like(scores, dtype=torch.bool).scatter_(1, keep, False)
     return scores.masked_fill(mask, NEG_INF)
 
 
-def _top_k(scores, k, *, clamp=True, below=True, largest=True, fill=NEG_INF):
-    kk = min(k, scores.shape[-1]) if clamp else k
-    kth = torch.topk(scores, kk, dim=-1, largest=largest).values[:, -1:]  # (B, 1)
-    drop = (scores < kth if below else scores <= kth) if largest else scores > kth
-    return scores.masked_fill(drop, fill)
+def _top_k_library(scores, k):
+    return torch.cat([top_k_filter(scores[r:r + 1], int(k_r)) for r, k_r in
+                      enumerate(k.tolist())])
 
 
-@pytest.mark.parametrize("fn", [top_k_filter, _top_k_rows, _top_k],
-                         ids=["llmcourse", "python-rows", "switches-off"])
-def test_top_k_passes_correct(fn, capsys):
-    ch08.check_top_k_filter(fn)
-    assert "✓ top_k_filter: 8 case(s)" in capsys.readouterr().out
+@pytest.mark.parametrize("fn", [_top_k_library, _top_k_rows, _top_k_per_row],
+                         ids=["llmcourse-per-row", "python-rows", "sort-gather"])
+def test_top_k_per_row_passes_correct(fn, capsys):
+    ch08.check_top_k_per_row(fn)
+    assert "✓ top_k_per_row: 8 case(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong,fragment", [
-    pytest.param(_top_k_exactly_k, "where the reference is finite", id="breaks-ties"),
-    pytest.param(lambda s, k: _top_k(s, k, below=False), "where the reference is finite",
-                 id="drops-the-kth-too"),
-    pytest.param(lambda s, k: _top_k(s, k, clamp=False), "raised RuntimeError",
+    pytest.param(lambda s, k: _top_k_per_row(s, k, exactly_k=True),
+                 "where the reference is finite", id="breaks-ties"),
+    pytest.param(lambda s, k: _top_k_per_row(s, k, first_k=True), "differs",
+                 id="one-k-for-the-batch"),
+    pytest.param(lambda s, k: _top_k_per_row(s, k, below=False),
+                 "where the reference is finite", id="drops-the-kth-too"),
+    pytest.param(lambda s, k: _top_k_per_row(s, k, clamp=False), "raised RuntimeError",
                  id="k-larger-than-vocabulary"),
-    pytest.param(lambda s, k: _top_k(s, k, largest=False), "differs", id="keeps-the-lowest"),
-    pytest.param(lambda s, k: _top_k(s, k, fill=0.0), "where the reference has -inf",
+    pytest.param(lambda s, k: _top_k_per_row(s, k, off_by_one=True), "differs",
+                 id="off-by-one"),
+    pytest.param(lambda s, k: _top_k_per_row(s, k, fill=0.0), "where the reference has -inf",
                  id="fills-zero"),
-    pytest.param(lambda s, k: _top_k(s, k).softmax(-1), "differs", id="returns-probabilities"),
-    pytest.param(lambda s, k: _top_k(s, k).double(), "dtype torch.float64 != expected",
+    pytest.param(lambda s, k: _top_k_per_row(s, k).softmax(-1), "differs",
+                 id="returns-probabilities"),
+    pytest.param(lambda s, k: _top_k_per_row(s, k).double(), "dtype torch.float64 != expected",
                  id="returns-float64"),
-    pytest.param(lambda s, k: _top_k(s, k + 1), "differs", id="k-plus-one"),
 ])
-def test_top_k_fails_wrong(wrong, fragment):
-    fails(ch08.check_top_k_filter, wrong, "✗ top_k_filter", fragment, "hint: the k-th largest")
+def test_top_k_per_row_fails_wrong(wrong, fragment):
+    fails(ch08.check_top_k_per_row, wrong, "✗ top_k_per_row", fragment, "hint: sort each row")
 
 
 def test_top_k_breaking_ties_fails_on_the_hand_made_tie():
-    message = fails(ch08.check_top_k_filter, _top_k_exactly_k)
+    message = fails(ch08.check_top_k_per_row, lambda s, k: _top_k_per_row(s, k, exactly_k=True))
     assert "case 2 differs" in message
 
 
@@ -180,9 +197,9 @@ def test_top_p_keeping_a_token_that_should_go_is_named():
 # ---------------------------------------------------------------- temperature + top-k + top-p
 
 
-def _filters(scores, t, k, p, order=("t", "k", "p"), *, multiply=False, ties=True):
+def _filters(scores, t, k, p, order=("t", "k", "p"), *, multiply=False):
     steps = {"t": (lambda s: s * t) if multiply else (lambda s: s / t),
-             "k": (lambda s: top_k_filter(s, k)) if ties else (lambda s: _top_k_exactly_k(s, k)),
+             "k": lambda s: top_k_filter(s, k),
              "p": lambda s: top_p_filter(s, p)}
     for name in order:
         scores = steps[name](scores)
@@ -499,7 +516,7 @@ def _sampling_filters(s, t, k, p):
 
 
 REFERENCES = {
-    ch08.check_top_k_filter: top_k_filter,
+    ch08.check_top_k_per_row: _top_k_library,
     ch08.check_top_p_filter: top_p_filter,
     ch08.check_sampling_filters: _sampling_filters,
     ch08.check_repetition_penalty: apply_repetition_penalty,

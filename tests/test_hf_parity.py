@@ -15,6 +15,7 @@ from llmcourse.course.hf_parity import (
     SideBySide,
     compare_runs,
     hf_generate,
+    largest_difference,
     magnitude,
 )
 from llmcourse.decoding.generate import generate
@@ -178,3 +179,17 @@ def test_bad_arguments_are_refused():
                                     (0.5, "< 1e0"), (math.inf, "inf")])
 def test_magnitude(x, text):
     assert magnitude(x) == text
+
+
+def test_largest_difference_of_filtered_scores():
+    ninf, inf = float("-inf"), float("inf")
+    a = torch.tensor([[2.0, ninf, 0.5], [ninf, 1.0, 3.0]])
+    assert largest_difference(a, a.clone()) == 0.0
+    assert largest_difference(a, a + 0.25) == pytest.approx(0.25)
+    moved = a.clone()
+    moved[0, 1], moved[0, 2] = 0.0, ninf  # the same number of -inf, in other places
+    assert largest_difference(a, moved) == inf
+    assert largest_difference(a, a.masked_fill(torch.isinf(a), inf)) == inf
+    assert largest_difference(torch.full((2,), ninf), torch.full((2,), ninf)) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        largest_difference(a, a[:1])

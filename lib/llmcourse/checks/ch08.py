@@ -1,8 +1,8 @@
 """Chapter 08 exercises: logits filters, one beam-search step, a sliding-window KV cache, and
 one quality metric.
 
-- :func:`check_top_k_filter`: top-k that keeps ties with the k-th score, against
-  ``transformers``' ``TopKLogitsWarper``;
+- :func:`check_top_k_per_row`: top-k with a k for each row, keeping ties with the k-th
+  score, against ``transformers``' ``TopKLogitsWarper`` row by row;
 - :func:`check_top_p_filter`: nucleus (top-p) filtering, against ``TopPLogitsWarper``;
 - :func:`check_sampling_filters`: temperature, top-k and top-p together, in ``transformers``'
   order, against the three warpers applied one after the other;
@@ -37,7 +37,7 @@ from torch.overrides import TorchFunctionMode
 from llmcourse.checks import CheckFailed, compare, require_function
 from llmcourse.decoding.metrics import distinct_n
 
-__all__ = ["check_top_k_filter", "check_top_p_filter", "check_sampling_filters",
+__all__ = ["check_top_k_per_row", "check_top_p_filter", "check_sampling_filters",
            "check_repetition_penalty", "check_beam_step", "check_window_append",
            "check_distinct_n"]
 
@@ -59,42 +59,52 @@ def _randn(gen: torch.Generator, *shape: int, scale: float = 1.0,
 # ------------------------------------------------------------------------------ top-k
 
 
-def _hf_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+def _hf_top_k_per_row(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     from transformers import TopKLogitsWarper  # heavy (seconds): only when needed
 
-    return TopKLogitsWarper(top_k=k)(None, scores.clone())  # (B, V)
+    rows = [TopKLogitsWarper(top_k=int(k_r))(None, scores[r:r + 1].clone())  # (1, V)
+            for r, k_r in enumerate(k.tolist())]
+    return torch.cat(rows)  # (B, V)
 
 
-def check_top_k_filter(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
-    """Check ``fn(scores, k)`` against ``transformers.TopKLogitsWarper(top_k=k)``.
+def check_top_k_per_row(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(scores, k)``, top-k with a different k for every row, against
+    ``transformers.TopKLogitsWarper(top_k=k[r])`` applied to each row r.
 
-    ``scores`` is (B, V); the answer is the same scores with ``-inf`` wherever a score is
-    *below* the k-th largest of its row. So every token tied with the k-th is kept (more than
-    k tokens survive a tie), and ``k >= V`` keeps the whole row. ``torch.topk`` alone keeps
-    exactly k and chooses among equal scores in an order it does not promise: a sampler built
-    on it would depend on that order.
+    ``scores`` is (B, V) and ``k`` a (B,) ``torch.long`` tensor (a server batches requests
+    that asked for different settings). The answer is the same scores with ``-inf`` wherever a
+    score is *below* the k[r]-th largest of its row r: every token tied with the k-th is kept
+    (more than k tokens survive a tie), and ``k[r] >= V`` keeps the whole row. ``torch.topk``
+    alone keeps exactly k and does not promise which of several equal scores it returns: a
+    sampler built on its indices would depend on that order.
 
-    The cases include ties at the cut and at the top, ``k = 1``, ``k`` larger than the
-    vocabulary, rows that already hold ``-inf``, a 4096-token row and float64.
+    The cases include ties at the cut and at the top, rows with k = 1 next to rows with a
+    large k (one k for the whole batch fails), k larger than the vocabulary, rows that
+    already hold ``-inf``, a 4096-token vocabulary and float64.
     """
-    require_function(fn, "top_k_filter")
+    require_function(fn, "top_k_per_row")
     gen = torch.Generator().manual_seed(79)
     masked = _randn(gen, 2, 12, scale=2.0)  # (2, 12)
     masked[0, ::2] = NEG_INF
+
+    def ks(*values: int) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long)  # (B,)
+
     cases = [
-        (_randn(gen, 2, 10, scale=2.0), 3),
-        (torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0, -2.0]]), 2),  # three tied at the cut: keep 4
-        (torch.tensor([[0.5, 2.0, -1.0, 2.0, 2.0, 0.0]]), 1),  # three tied at the top
-        (_randn(gen, 3, 8), 12),  # k larger than the vocabulary: keep everything
-        (_randn(gen, 2, 16), 1),
-        (masked, 4),
-        (_randn(gen, 1, 4096, scale=3.0), 40),
-        (_randn(gen, 2, 20, dtype=torch.float64), 5),
+        (_randn(gen, 2, 10, scale=2.0), ks(3, 3)),
+        (torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0, -2.0]]), ks(2)),  # three tied at the cut: 4
+        (torch.tensor([[0.5, 2.0, -1.0, 2.0, 2.0, 0.0], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]]),
+         ks(1, 4)),  # ties at the top; a row where the cut falls inside a tie
+        (_randn(gen, 3, 8), ks(1, 5, 2)),  # a different k in every row
+        (_randn(gen, 3, 8), ks(12, 2, 8)),  # k larger than the vocabulary: keep everything
+        (masked, ks(4, 1)),
+        (_randn(gen, 2, 4096, scale=3.0), ks(40, 400)),
+        (_randn(gen, 2, 20, dtype=torch.float64), ks(5, 17)),
     ]
-    compare(fn, _hf_top_k, cases, name="top_k_filter", atol=0.0, rtol=0.0,
-            hint="the k-th largest score of each row is the cut (torch.topk(...).values[:, -1:]); "
-                 "set to -inf every score strictly below it, so ties with it stay; clamp k to "
-                 "the vocabulary size")
+    compare(fn, _hf_top_k_per_row, cases, name="top_k_per_row", atol=0.0, rtol=0.0,
+            hint="sort each row in decreasing order and gather its k-th largest score "
+                 "(index k - 1, with k clamped to V) as a (B, 1) column; set to -inf every "
+                 "score strictly below it, so ties with it stay")
 
 
 # ------------------------------------------------------------------------------ top-p

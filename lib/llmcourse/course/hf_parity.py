@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["hf_generate", "SideBySide", "ParityReport", "compare_runs", "magnitude"]
+__all__ = ["hf_generate", "SideBySide", "ParityReport", "compare_runs", "magnitude",
+           "largest_difference"]
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids (B, L), scores (B, V))
 
@@ -102,6 +103,31 @@ class SideBySide:
             diff = (a.softmax(-1) - b.softmax(-1)).abs().max().item()
             self.max_diff = max(self.max_diff, diff)
         return a
+
+
+def largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The largest ``|a - b|`` of two processed score tensors, which hold ``-inf`` for the
+    tokens a filter ruled out: ``inf`` when they disagree about which entries are infinite,
+    else the largest difference of the finite entries (0.0 when there are none).
+
+    Plain ``(a - b).abs().max()`` would be NaN as soon as both hold ``-inf`` at the same place.
+
+    Example:
+        >>> ninf = float("-inf")
+        >>> largest_difference(torch.tensor([1.0, ninf]), torch.tensor([1.5, ninf]))
+        0.5
+        >>> largest_difference(torch.tensor([1.0, ninf]), torch.tensor([1.0, 2.0]))
+        inf
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} and {tuple(b.shape)}")
+    if not torch.equal(torch.isinf(a) & (a > 0), torch.isinf(b) & (b > 0)) or \
+            not torch.equal(torch.isneginf(a), torch.isneginf(b)):
+        return math.inf
+    finite = torch.isfinite(a) & torch.isfinite(b)  # same shape as a
+    if not bool(finite.any()):
+        return 0.0
+    return (a[finite].double() - b[finite].double()).abs().max().item()
 
 
 def magnitude(x: float) -> str:

@@ -11,8 +11,30 @@ CHECKERS = [getattr(mod, name) for mod in (ch00, ch01, ch02, ch03, ch07, ch08)
             for name in mod.__all__ if name.startswith("check_")]
 
 
-def test_every_chapter_module_has_checkers():
-    assert len(CHECKERS) == 4 + 3 + 4 + 3 + 3 + 3
+def test_every_checker_a_notebook_calls_exists_and_every_checker_is_called():
+    """The notebooks and the checker modules name the same checkers: an exercise whose checker
+    was renamed or removed fails here, not in a reader's notebook, and no checker is orphaned."""
+    import json
+    import re
+    from pathlib import Path
+
+    from llmcourse.core.files import REPO_ROOT
+
+    called = set()
+    for path in sorted(Path(REPO_ROOT, "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        module = "ch" + path.name[:2]  # chapter NN's exercises are checked by checks.chNN
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                called |= {(module, c) for c in re.findall(r"\b(check_\w+)\(", source)}
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in (ch00, ch01, ch02, ch03, ch07, ch08)}
+    defined = {(name, check) for name, mod in modules.items() for check in mod.__all__
+               if check.startswith("check_")}
+    assert all(modules[name].__all__ for name in modules)
+    missing = {c for c in called if c[0] in modules} - defined
+    assert not missing, f"notebooks call checkers that do not exist: {sorted(missing)}"
+    orphans = defined - called
+    assert not orphans, f"checkers no notebook calls: {sorted(orphans)}"
 
 
 @pytest.mark.parametrize("check", CHECKERS, ids=lambda c: c.__name__)

@@ -287,18 +287,21 @@ def test_count_pairs_list_keys_fails():
 
 # ------------------------------------------------------------------------ merge: mistakes
 
-def test_merge_with_overlaps_fails():
-    def overlapping(ids, pair, new_id):  # advances by one after a match
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                out.append(new_id)
-            else:
-                out.append(ids[i])
-            i += 1
-        return out
+def merge_advancing_by_one(ids, pair, new_id):
+    """A learner's merge that steps one place after a match, so [1, 1, 1] with (1, 1) gives
+    three ids instead of two (the pair's second element is used twice)."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+        else:
+            out.append(ids[i])
+        i += 1
+    return out
 
-    fails(ch04.check_merge, overlapping, "case 1 differs")
+
+def test_merge_with_overlaps_fails():
+    fails(ch04.check_merge, merge_advancing_by_one, "case 1 differs")
 
 
 def test_merge_right_to_left_fails():
@@ -597,17 +600,7 @@ def test_train_bpe_float_ids_fails():
 
 
 def test_train_bpe_with_an_overlapping_merge_fails():
-    def overlapping(ids, pair, new_id):
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                out.append(new_id)
-            else:
-                out.append(ids[i])
-            i += 1
-        return out
-
-    fails(ch04.check_train_bpe, _trainer(merge_fn=overlapping), "differs")
+    fails(ch04.check_train_bpe, _trainer(merge_fn=merge_advancing_by_one), "differs")
 
 
 def test_train_bpe_returning_bytes_fails():

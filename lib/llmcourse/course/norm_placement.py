@@ -35,6 +35,7 @@ from torch import nn
 from llmcourse.core.validate import check_positive
 from llmcourse.nn.block import Block
 from llmcourse.nn.norms import LayerNorm
+from llmcourse.training.loop import TrainConfig, lr_at
 
 __all__ = ["INITS", "init_blocks_", "make_stack", "ffn_grad_norms", "last_ffn_grad_by_depth",
            "repeat_batch", "TinyLM", "warmup_lr", "train_tiny_lm"]
@@ -262,6 +263,7 @@ class TinyLM(nn.Module):
 def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
     """The learning rate at ``step`` (0-based): a linear rise over the first ``warmup_steps``
     steps, lr · (step + 1) / warmup_steps, then ``lr``; no warm-up when warmup_steps is 0.
+    It is :func:`llmcourse.training.loop.lr_at` with no decay.
 
     Example:
         >>> [warmup_lr(s, 1.0, 4) for s in range(6)]
@@ -269,7 +271,11 @@ def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
     """
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+    # The training loop's own schedule, with the cosine flattened (min_lr = learning_rate):
+    # one warm-up formula in the library, not a second one here.
+    cfg = TrainConfig(max_steps=max(warmup_steps, step + 1), learning_rate=lr, min_lr=lr,
+                      warmup_steps=warmup_steps)
+    return lr_at(step, cfg)
 
 
 def train_tiny_lm(*, norm_first: bool, lr: float, warmup_steps: int = 0, steps: int = 200,

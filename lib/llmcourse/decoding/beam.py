@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from llmcourse.decoding.decoder import Decoder
+from llmcourse.decoding.decoder import StepDecoder
 from llmcourse.decoding.processors import DecodingSettings, process_logits
 
 __all__ = ["beam_search"]
@@ -52,10 +52,11 @@ def _pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(x, index, dim=1)
 
 
-def beam_search(decoder: Decoder, input_ids: torch.Tensor, settings: DecodingSettings, *,
+def beam_search(decoder: StepDecoder, input_ids: torch.Tensor, settings: DecodingSettings, *,
                 padding: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Beam search over ``decoder`` (built for B·num_beams rows) from prompts (B, T).
+    """Beam search over ``decoder`` (built for B·num_beams rows: a GPT's :class:`Decoder` or
+    an encoder–decoder's) from prompts (B, T).
 
     Returns the best finished hypothesis per prompt, (B, T + n), where n is the longest of
     them; shorter ones are filled with the pad id (with EOS ids), or -1 when there is no EOS.

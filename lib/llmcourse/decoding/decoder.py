@@ -16,12 +16,24 @@ Example:
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import nn
 
 from llmcourse.models.gpt import position_ids_from_mask
 
-__all__ = ["Decoder"]
+__all__ = ["StepDecoder", "Decoder"]
+
+
+class StepDecoder(Protocol):
+    """What the search loops need of a model: the next token's logits for the text so far,
+    and keeping only some rows (beam search). :class:`Decoder` is the GPT's;
+    :class:`llmcourse.decoding.seq2seq.Seq2SeqDecoder` the encoder–decoder's."""
+
+    def next_logits(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
+    def reorder(self, index: torch.Tensor) -> None: ...
 
 
 class Decoder:

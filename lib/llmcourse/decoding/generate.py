@@ -49,10 +49,10 @@ from torch import nn
 from llmcourse.core.torch_modes import eval_mode
 from llmcourse.core.validate import check_padding_mask, check_token_ids
 from llmcourse.decoding.beam import beam_search
-from llmcourse.decoding.decoder import Decoder
+from llmcourse.decoding.decoder import Decoder, StepDecoder
 from llmcourse.decoding.processors import DecodingSettings, process_logits
 
-__all__ = ["generate"]
+__all__ = ["generate", "decode_loop"]
 
 
 def _prompt_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -205,7 +205,7 @@ def generate(
         else:
             decoder = Decoder(model, b, t, max_len=total, attention_mask=mask,
                               use_cache=use_cache)
-            out = _decode(decoder, input_ids, settings, padding=padding, generator=generator)
+            out = decode_loop(decoder, input_ids, settings, padding=padding, generator=generator)
     return out.clone()  # a normal tensor, not an inference-mode one
 
 
@@ -218,9 +218,12 @@ def _check_some_token_left(scores: torch.Tensor, step: int) -> None:
                          "left nothing to sample from")
 
 
-def _decode(decoder: Decoder, input_ids: torch.Tensor, settings: DecodingSettings, *,
-            padding: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-    """Greedy decoding or sampling: one token per row per step."""
+def decode_loop(decoder: StepDecoder, input_ids: torch.Tensor, settings: DecodingSettings, *,
+                padding: torch.Tensor | None, generator: torch.Generator | None
+                ) -> torch.Tensor:
+    """Greedy decoding or sampling: one token per row per step, from the prompts
+    ``input_ids`` (B, T), over any ``decoder`` (a GPT's :class:`Decoder` or an
+    encoder–decoder's), until every row emitted EOS or ``max_new_tokens`` were added."""
     b, t = input_ids.shape
     seq = torch.empty(b, t + settings.max_new_tokens, dtype=torch.long, device=input_ids.device)
     seq[:, :t] = input_ids

@@ -14,6 +14,11 @@ A checkpoint is a folder that ``transformers.GPT2LMHeadModel.from_pretrained(fol
 the matrix once (as ``transformer.wte.weight``) and leave ``lm_head.weight`` out; GPT-2's config
 says ``tie_word_embeddings: true`` so ``transformers`` re-ties it on load, and so do we.
 
+**The encoder–decoder** (:class:`~llmcourse.models.seq2seq.Seq2Seq`, chapter 06) has no
+``transformers`` counterpart with the same layout; its folder holds the same files, with the
+course's own names and a ``config.json`` of ``model_type`` ``"llmcourse-seq2seq"`` (its
+:class:`~llmcourse.models.seq2seq.Seq2SeqConfig`), and is written the same atomic way.
+
 **Atomic.** Every file goes into a fresh temporary folder beside the target; only when all are
 written and flushed to disk does the folder swap in, by two renames: old → ``.NAME.previous``,
 new → ``NAME``, then the old is deleted (:func:`llmcourse.core.files.staging_folder`). A crash
@@ -49,6 +54,7 @@ from safetensors.torch import load_file, save_file
 
 from llmcourse.core.files import recover_folder, report_full_disk, staging_folder
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_checkpoint",
            "is_checkpoint"]
@@ -56,6 +62,7 @@ __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_c
 MODEL_FILE, CONFIG_FILE, STATE_FILE = "model.safetensors", "config.json", "training_state.pt"
 _TIED = "lm_head.weight"
 _STORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SEQ2SEQ_TYPE = "llmcourse-seq2seq"  # config.json's model_type for an encoder-decoder
 _RESERVED = frozenset({MODEL_FILE, CONFIG_FILE, STATE_FILE})  # not to be overwritten by extras
 
 
@@ -74,9 +81,25 @@ def _check_tokenizer(tokenizer: Any, model_vocab: int) -> None:
                          "embedding; build the model with vocab_size >= the tokenizer's")
 
 
+def _serialize(model: GPT | Seq2Seq) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors to store (each shared matrix once) and the config file's text."""
+    if isinstance(model, Seq2Seq):
+        tensors = dict(model.state_dict())
+        tensors.pop(_TIED)  # = tgt_embed.weight
+        if model.config.share_embeddings:
+            tensors.pop("tgt_embed.weight")  # = src_embed.weight
+        config = {"model_type": SEQ2SEQ_TYPE, **model.config.to_dict()}
+        return tensors, json.dumps(config, indent=2) + "\n"
+    hf_config = model.config.to_hf()  # refuses configs GPT-2 cannot express
+    hf_config.architectures = ["GPT2LMHeadModel"]
+    tensors = model.to_hf_state_dict()
+    tensors.pop(_TIED, None)  # tied to transformer.wte.weight: stored once
+    return tensors, hf_config.to_json_string()
+
+
 def save_checkpoint(
     folder: str | os.PathLike,
-    model: GPT,
+    model: GPT | Seq2Seq,
     *,
     tokenizer: Any = None,
     training_state: Mapping[str, Any] | None = None,
@@ -88,7 +111,8 @@ def save_checkpoint(
 
     Args:
         folder: the checkpoint folder; its parent is created if needed.
-        model: a course :class:`~llmcourse.models.gpt.GPT` (pre-LN with biases, as GPT-2).
+        model: a course :class:`~llmcourse.models.gpt.GPT` (pre-LN with biases, as GPT-2) or
+            :class:`~llmcourse.models.seq2seq.Seq2Seq`.
         tokenizer: anything with ``save(folder)`` (ByteLevelBPE, CharTokenizer), or None.
         training_state: a dict of tensors, numbers, strings, lists and dicts, saved with
             ``torch.save`` and read back with ``torch.load(weights_only=True)``.
@@ -99,22 +123,23 @@ def save_checkpoint(
     Returns:
         The folder.
     """
-    if not isinstance(model, GPT):
-        raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
+    if not isinstance(model, (GPT, Seq2Seq)):
+        raise TypeError(f"model must be a llmcourse GPT or Seq2Seq, got {type(model).__name__}")
     if dtype not in _STORE_DTYPES:
         raise ValueError(f"dtype must be one of {_STORE_DTYPES}, got {dtype}")
     if training_state is not None and dtype != torch.float32:
         raise ValueError("a checkpoint with training_state must store float32 weights, so that "
                          f"resuming continues exactly; got dtype={dtype}")
     if tokenizer is not None:
-        _check_tokenizer(tokenizer, model.config.vocab_size)
+        vocab = model.config.tgt_vocab_size if isinstance(model, Seq2Seq) else \
+            model.config.vocab_size
+        _check_tokenizer(tokenizer, vocab)
     for name in extra_files or {}:
         if not isinstance(name, str) or Path(name).name != name or name.startswith(".") \
                 or name in _RESERVED:
             raise ValueError(f"extra file name {name!r} must be a plain file name other than "
                              f"{', '.join(sorted(_RESERVED))}")
-    hf_config = model.config.to_hf()  # refuses configs GPT-2 cannot express
-    hf_config.architectures = ["GPT2LMHeadModel"]
+    tensors, config_text = _serialize(model)
     folder = recover_folder(folder)
     intact = "the previous checkpoint is intact" if folder.is_dir() else \
         "no checkpoint was written"
@@ -126,12 +151,9 @@ def save_checkpoint(
             with report_full_disk(folder / name, intact):  # names the file, not the temp one
                 writer(tmp / name)
 
-        tensors = model.to_hf_state_dict()
-        tensors.pop(_TIED, None)  # tied to transformer.wte.weight: stored once
         tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
         write(MODEL_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-        write(CONFIG_FILE, lambda path: path.write_text(hf_config.to_json_string(),
-                                                        encoding="utf-8"))
+        write(CONFIG_FILE, lambda path: path.write_text(config_text, encoding="utf-8"))
         if tokenizer is not None:
             tokenizer.save(tmp)  # several files: a full disk names the folder
         if training_state is not None:
@@ -148,11 +170,17 @@ def is_checkpoint(folder: str | os.PathLike) -> bool:
     return (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file()
 
 
-def _read_config(path: Path) -> GPTConfig:
+def _read_config(path: Path) -> GPTConfig | Seq2SeqConfig:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(raw, dict) and raw.get("model_type") == SEQ2SEQ_TYPE:
+        raw.pop("model_type")
+        try:
+            return Seq2SeqConfig(**raw)
+        except TypeError as err:
+            raise ValueError(f"{path}: not a Seq2SeqConfig ({err})") from None
     if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
         got = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"{path}: expected a GPT-2 config (model_type 'gpt2'), got {got!r}")
@@ -166,15 +194,15 @@ def _read_config(path: Path) -> GPTConfig:
 
 
 def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
-                    ) -> tuple[GPT, dict[str, Any] | None]:
+                    ) -> tuple[GPT | Seq2Seq, dict[str, Any] | None]:
     """Read a checkpoint written by :func:`save_checkpoint` (or by ``save_pretrained`` of a
     ``GPT2LMHeadModel`` of the course's shape).
 
     The tokenizer is read separately, by :func:`llmcourse.text.load.load_tokenizer`.
 
     Returns:
-        ``(model, training_state)``: a float32 GPT in eval mode on ``device``; the training
-        state dict, or None when the folder has none.
+        ``(model, training_state)``: a float32 GPT (or Seq2Seq) in eval mode on ``device``;
+        the training state dict, or None when the folder has none.
     """
     folder = recover_folder(folder)
     if not folder.is_dir():
@@ -190,7 +218,20 @@ def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{folder / MODEL_FILE}: unreadable safetensors file ({err})") from None
     tensors = {k: v.float() for k, v in tensors.items()}
-    model = GPT.from_hf_state_dict(tensors, config).to(device).eval()
+    if isinstance(config, Seq2SeqConfig):
+        model = Seq2Seq(config)
+        if "src_embed.weight" in tensors:  # the shared matrices were stored once
+            if config.share_embeddings:
+                tensors["tgt_embed.weight"] = tensors["src_embed.weight"]
+            if "tgt_embed.weight" in tensors:
+                tensors[_TIED] = tensors["tgt_embed.weight"]
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{folder / MODEL_FILE} does not fit {config}: missing "
+                             f"{missing[:3]}, unexpected {unexpected[:3]}")
+        model = model.to(device).eval()
+    else:
+        model = GPT.from_hf_state_dict(tensors, config).to(device).eval()
     state = None
     if (folder / STATE_FILE).is_file():
         try:

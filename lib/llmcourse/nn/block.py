@@ -1,5 +1,5 @@
-"""Causal self-attention and the Transformer block in its two arrangements (pre-LN as in GPT-2,
-post-LN as in the original Transformer).
+"""Self-attention (causal for a decoder, bidirectional for an encoder) and the Transformer
+block in its two arrangements (pre-LN as in GPT-2, post-LN as in the original Transformer).
 
 Parameter names follow GPT-2's (``ln_1``, ``attn.c_attn``, ``mlp.c_fc`` …) so that a state dict
 converts to Hugging Face's by renaming nothing and transposing the linear weights.
@@ -23,11 +23,15 @@ from llmcourse.nn.kv_cache import KVCache
 from llmcourse.nn.linear import Linear
 from llmcourse.nn.norms import LayerNorm
 
-__all__ = ["CausalSelfAttention", "Block"]
+__all__ = ["SelfAttention", "CausalSelfAttention", "Block"]
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with one fused Q/K/V projection (GPT-2's ``c_attn``).
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused Q/K/V projection (GPT-2's ``c_attn``).
+
+    ``causal=True`` (a decoder: GPT, the decoder of chapter 06) lets each position see itself
+    and the positions before it; ``causal=False`` (an encoder) lets every position see every
+    other one, except what a ``mask`` forbids (padding).
 
     Same math as :func:`llmcourse.nn.attention.scaled_dot_product_attention` with a causal mask
     (tests check it); the forward calls torch's fused kernel, which is faster and never builds
@@ -38,8 +42,8 @@ class CausalSelfAttention(nn.Module):
     model checked the values of its input where they entered.
     """
 
-    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0
-                 ) -> None:
+    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
+                 causal: bool = True) -> None:
         super().__init__()
         check_positive("n_embd", n_embd)
         check_positive("n_head", n_head)
@@ -50,14 +54,16 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
+        self.causal = causal
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """Attend within ``x`` (B, T, C).
 
         ``mask`` (bool, True = attend, or float, added to the scores; broadcastable to
-        (B, h, T, S)) replaces the plain causal mask; the model builds it when there is
-        padding. With ``cache``, this layer's keys/values are appended and attention runs
+        (B, h, T, S)) replaces the plain causal mask (a causal model builds it, causal part
+        included, when there is padding; an encoder passes its padding mask).
+        With ``cache``, this layer's keys/values are appended and attention runs
         over all S = cached + T positions.
         """
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() == 3
@@ -74,17 +80,21 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, h, S, hd)
         drop = self.dropout if self.training else 0.0
-        if mask is None and t > 1 and s != t:
+        if mask is None and self.causal and t > 1 and s != t:
             # torch's is_causal aligns the mask to the top-left corner; with cached keys the
             # new queries are the *last* t positions, so build the bottom-right-aligned mask.
             mask = causal_mask(t, s, device=x.device)  # (T, S)
         if mask is None:
             # A single new query (t == 1) is the last position: it may see every key.
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=t > 1)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop,
+                                               is_causal=self.causal and t > 1)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C): heads side by side
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
+
+
+CausalSelfAttention = SelfAttention  # the GPT's name for it: causal is the default
 
 
 class Block(nn.Module):

@@ -1,5 +1,6 @@
-"""The position-wise feed-forward network of a Transformer block: expand to 4·C, GELU, project
-back. Parameter names follow GPT-2's (``c_fc``, ``c_proj``).
+"""The position-wise feed-forward network of a Transformer block: expand to 4·C, a nonlinearity
+(GELU in GPT-2, ReLU in the original Transformer), project back. Parameter names follow
+GPT-2's (``c_fc``, ``c_proj``).
 
 Example:
     >>> ffn = FeedForward(n_embd=8)
@@ -34,14 +35,23 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
+ACTIVATIONS = ("gelu", "relu")  # GPT-2's tanh-approximated GELU; the 2017 paper's ReLU
+
+
 class FeedForward(nn.Module):
-    """Position-wise MLP: expand to ``hidden`` (default 4·C), GELU, project back (applied to
-    each token alone)."""
+    """Position-wise MLP: expand to ``hidden`` (default 4·C), ``activation``, project back
+    (applied to each token alone).
+
+        FFN(x) = act(x W₁ + b₁) W₂ + b₂      act = GELU (GPT-2) or max(0, ·) (Vaswani et al.)
+    """
 
     def __init__(self, n_embd: int, *, hidden: int | None = None, bias: bool = True,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, activation: str = "gelu") -> None:
         super().__init__()
         check_positive("n_embd", n_embd)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         if hidden is None:
             hidden = 4 * n_embd  # GPT-2's expansion
         else:  # 0 must not silently mean "the default"
@@ -58,5 +68,7 @@ class FeedForward(nn.Module):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             check_float("x", x)  # names the wrong type or dtype
         check_last_dim("x", x, self.c_fc.in_features, "n_embd")
-        h = F.gelu(self.c_fc(x), approximate="tanh")  # (..., 4C); = gelu_tanh, fused
+        h = self.c_fc(x)  # (..., 4C)
+        # = gelu_tanh, fused; or the paper's ReLU
+        h = F.gelu(h, approximate="tanh") if self.activation == "gelu" else F.relu(h)
         return self.dropout(self.c_proj(h))  # (..., C)

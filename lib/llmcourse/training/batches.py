@@ -1,4 +1,5 @@
-"""Random training windows from a token stream.
+"""Random training batches: windows of a token stream (a GPT), or translation pairs (an
+encoder–decoder).
 
 A language model learns from every position of a window at once: for a window ``w`` of
 ``block_size + 1`` tokens, the input is ``w[:-1]`` and the target ``w[1:]``, so each of the
@@ -14,9 +15,13 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["get_batch"]
+from llmcourse.text.number_words import PairBatch
+
+__all__ = ["get_batch", "draw_batch"]
 
 # Held out for validation, by file stem (`hamlet_gut.txt` → "hamlet"): two tragedies' worth of
 # drama in different registers (Hamlet, Henry V), a comedy (Twelfth Night), and verse (Sonnets).
@@ -54,3 +59,27 @@ def get_batch(stream: torch.Tensor, batch_size: int, block_size: int,
     offsets = torch.arange(block_size + 1)  # (T+1,)
     windows = stream[(starts[:, None] + offsets).to(stream.device)]  # (B, T+1)
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()  # (B, T), (B, T)
+
+
+def draw_batch(data: torch.Tensor | PairBatch, batch_size: int, block_size: int,
+               generator: torch.Generator | None = None
+               ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+    """The model's arguments for one random batch, ``(args, kwargs)``, so that the training
+    loop calls ``model(*args, **kwargs)`` for either kind of model:
+
+    - a token stream (1-D tensor, a GPT): ``((x,), {"targets": y})`` from :func:`get_batch`;
+    - a :class:`~llmcourse.text.number_words.PairBatch` (an encoder–decoder):
+      ``batch_size`` pairs drawn uniformly, trimmed to their longest source and target,
+      ``((src, tgt_in), {"src_mask": ..., "targets": ...})``; ``block_size`` is unused.
+
+    Example:
+        >>> args, kwargs = draw_batch(torch.arange(50), 2, 4, torch.Generator().manual_seed(0))
+        >>> args[0].shape, sorted(kwargs)
+        (torch.Size([2, 4]), ['targets'])
+    """
+    if isinstance(data, PairBatch):
+        index = torch.randint(len(data), (batch_size,), generator=generator)  # (B,)
+        b = data.rows(index.to(data.src.device))
+        return (b.src, b.tgt_in), {"src_mask": b.src_mask, "targets": b.targets}
+    x, y = get_batch(data, batch_size, block_size, generator)  # (B, T), (B, T)
+    return (x,), {"targets": y}

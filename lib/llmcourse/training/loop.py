@@ -50,7 +50,9 @@ from tqdm.auto import tqdm
 from llmcourse.core.torch_modes import eval_mode
 from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT
-from llmcourse.training.batches import get_batch
+from llmcourse.models.seq2seq import Seq2Seq
+from llmcourse.text.number_words import PairBatch
+from llmcourse.training.batches import draw_batch
 from llmcourse.training.precision import DTYPES, autocast, check_master_weights
 
 __all__ = ["TrainConfig", "History", "configure_optimizer", "lr_at", "estimate_loss",
@@ -206,16 +208,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def estimate_loss(model: nn.Module, stream: torch.Tensor, *, batch_size: int, block_size: int,
-                  n_batches: int, seed: int) -> float:
-    """Mean loss on ``n_batches`` random windows drawn with a generator seeded by ``seed``:
-    the same windows at every call, so successive estimates differ only by the model."""
+def estimate_loss(model: nn.Module, stream: torch.Tensor | PairBatch, *, batch_size: int,
+                  block_size: int, n_batches: int, seed: int) -> float:
+    """Mean loss on ``n_batches`` random windows (or translation pairs) drawn with a generator
+    seeded by ``seed``: the same batches at every call, so successive estimates differ only by
+    the model."""
     gen = torch.Generator().manual_seed(seed)
     total = 0.0
     with eval_mode(model):  # dropout off; the mode comes back even if a batch fails
         for _ in range(n_batches):
-            x, y = get_batch(stream, batch_size, block_size, gen)  # (B, T), (B, T)
-            total += model(x, y)[1].item()
+            args, kwargs = draw_batch(stream, batch_size, block_size, gen)
+            total += model(*args, **kwargs)[1].item()
     return total / n_batches
 
 
@@ -271,6 +274,19 @@ def _describe(x: object) -> str:
     return type(x).__name__
 
 
+def _check_pairs(name: str, pairs: PairBatch, model: Seq2Seq) -> None:
+    c = model.config
+    for part, ids, vocab in (("src", pairs.src, c.src_vocab_size),
+                             ("tgt_in", pairs.tgt_in, c.tgt_vocab_size)):
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(f"{name}.{part} holds token ids in [{lo}, {hi}], outside the "
+                             f"model's vocabulary [0, {vocab})")
+        if ids.shape[1] > c.max_len:
+            raise ValueError(f"{name}.{part} is {ids.shape[1]} tokens long, above the model's "
+                             f"max_len={c.max_len}")
+
+
 def _check_stream(name: str, stream: object, cfg: TrainConfig, vocab_size: int) -> None:
     if not isinstance(stream, torch.Tensor) or stream.dim() != 1 or stream.is_floating_point():
         raise TypeError(f"{name} must be a 1-D integer tensor of token ids")
@@ -285,6 +301,13 @@ def _check_stream(name: str, stream: object, cfg: TrainConfig, vocab_size: int) 
                          f"vocabulary [0, {vocab_size})")
 
 
+def _to(data: torch.Tensor | PairBatch, device: torch.device) -> torch.Tensor | PairBatch:
+    if isinstance(data, PairBatch):
+        return PairBatch(*(t.to(device) for t in (data.src, data.src_mask, data.tgt_in,
+                                                   data.targets)))
+    return data.to(device)
+
+
 def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
     state = {"batches": batch_gen.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -292,7 +315,7 @@ def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, to
     return state
 
 
-def _resume(folder: Path, model: GPT, optimizer: torch.optim.Optimizer,
+def _resume(folder: Path, model: GPT | Seq2Seq, optimizer: torch.optim.Optimizer,
             batch_gen: torch.Generator, device: torch.device) -> tuple[int, History]:
     """Load a training checkpoint into ``model``, ``optimizer`` and the generators."""
     if not is_checkpoint(folder):
@@ -313,9 +336,9 @@ def _resume(folder: Path, model: GPT, optimizer: torch.optim.Optimizer,
 
 
 def train(
-    model: GPT,
-    train_stream: torch.Tensor,
-    val_stream: torch.Tensor,
+    model: GPT | Seq2Seq,
+    train_stream: torch.Tensor | PairBatch,
+    val_stream: torch.Tensor | PairBatch,
     cfg: TrainConfig,
     *,
     checkpoint_dir: str | Path | None = None,
@@ -324,6 +347,10 @@ def train(
     stop_at: int | None = None,
 ) -> History:
     """Train ``model`` on random windows of ``train_stream``; evaluate on ``val_stream``.
+
+    The same loop trains an encoder–decoder (:class:`~llmcourse.models.seq2seq.Seq2Seq`): give
+    it :class:`~llmcourse.text.number_words.PairBatch` es instead of streams; each step then
+    draws ``batch_size`` translation pairs (``block_size`` is unused).
 
     A fresh run seeds torch's global generator with ``cfg.seed`` (dropout draws from it) and
     draws batches from its own generator seeded the same way. With ``checkpoint_dir``, a
@@ -341,21 +368,30 @@ def train(
             above the model's, a tokenizer larger than the model's vocabulary.
         NoSpaceError: the disk filled up while writing a checkpoint; the previous one is intact.
     """
-    if not isinstance(model, GPT):
-        raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
+    if not isinstance(model, (GPT, Seq2Seq)):
+        raise TypeError(f"model must be a llmcourse GPT or Seq2Seq, got {type(model).__name__}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    if cfg.block_size > model.config.block_size:
-        raise ValueError(f"TrainConfig.block_size={cfg.block_size} is above the model's context "
-                         f"block_size={model.config.block_size}")
-    for name, s in (("train_stream", train_stream), ("val_stream", val_stream)):
-        _check_stream(name, s, cfg, model.config.vocab_size)
+    if isinstance(model, Seq2Seq):
+        for name, s in (("train_stream", train_stream), ("val_stream", val_stream)):
+            if not isinstance(s, PairBatch):
+                raise TypeError(f"an encoder-decoder trains on translation pairs: {name} must "
+                                f"be a PairBatch (encode_pairs), got {type(s).__name__}")
+            _check_pairs(name, s, model)
+        vocab_size = model.config.tgt_vocab_size
+    else:
+        if cfg.block_size > model.config.block_size:
+            raise ValueError(f"TrainConfig.block_size={cfg.block_size} is above the model's "
+                             f"context block_size={model.config.block_size}")
+        for name, s in (("train_stream", train_stream), ("val_stream", val_stream)):
+            _check_stream(name, s, cfg, model.config.vocab_size)
+        vocab_size = model.config.vocab_size
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
     check_master_weights(model)  # before anything touches the model
-    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+    if tokenizer is not None and tokenizer.vocab_size > vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the "
-                         f"model's vocab_size={model.config.vocab_size}")
+                         f"model's vocab_size={vocab_size}")
 
     device = torch.device(cfg.device)
     model.to(device)
@@ -366,7 +402,7 @@ def train(
         start, history = _resume(Path(checkpoint_dir), model, optimizer, batch_gen, device)
     else:
         torch.manual_seed(cfg.seed)
-    train_stream, val_stream = train_stream.to(device), val_stream.to(device)
+    train_stream, val_stream = _to(train_stream, device), _to(val_stream, device)
     forward = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter() - (history.elapsed[-1] if history.elapsed else 0.0)
 
@@ -395,9 +431,9 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_stream, cfg.batch_size, cfg.block_size, batch_gen)  # (B, T) ×2
+        args, kwargs = draw_batch(train_stream, cfg.batch_size, cfg.block_size, batch_gen)
         with autocast(cfg.dtype, device):  # fp32: no autocast at all
-            _, loss = forward(x, y)
+            _, loss = forward(*args, **kwargs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

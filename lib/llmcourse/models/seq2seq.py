@@ -218,13 +218,34 @@ class Seq2Seq(nn.Module):
         if b == 0 or t == 0:
             raise ValueError(f"tgt is empty (shape {tuple(tgt.shape)}); the decoder needs at "
                              "least the start token")
-        past = 0 if cache is None else cache.length
+        past = 0
+        if cache is not None:
+            if not isinstance(cache, KVCache):
+                raise TypeError(f"cache must be a KVCache (Seq2Seq.new_cache) or None, got "
+                                f"{type(cache).__name__}")
+            past = cache.length
+            if cache.k.shape[0] != c.n_decoder_layer or cache.batch_size != b:
+                raise ValueError(f"cache holds {cache.batch_size} sequences of "
+                                 f"{cache.k.shape[0]} layers, but tgt has {b} sequences and the "
+                                 f"decoder {c.n_decoder_layer} layers: use "
+                                 f"Seq2Seq.new_cache({b})")
         if past + t > c.max_len:
-            raise ValueError(f"target of {past + t} tokens ({past} cached + {t} new) is longer "
-                             f"than the model's max_len={c.max_len}")
+            raise ValueError(f"tgt has {t} new tokens after {past} cached: {past + t} target "
+                             f"tokens, longer than the model's max_len={c.max_len}")
+        if not isinstance(memory_kv, (list, tuple)):
+            raise TypeError("memory_kv must be the per-layer keys/values that "
+                            f"Seq2Seq.memory_kv(memory) returns, got {type(memory_kv).__name__}")
         if len(memory_kv) != c.n_decoder_layer or memory_kv[0][0].shape[0] != b:
             raise ValueError(f"memory_kv must hold {c.n_decoder_layer} layers' keys/values for "
                              f"{b} sequences (Seq2Seq.memory_kv)")
+        if memory_mask is not None:
+            want = (b, 1, 1, memory_kv[0][0].shape[2])  # (B, 1, 1, S)
+            if not isinstance(memory_mask, torch.Tensor) or memory_mask.dtype != torch.bool \
+                    or tuple(memory_mask.shape) != want:
+                got = f"{tuple(memory_mask.shape)} {memory_mask.dtype}" \
+                    if isinstance(memory_mask, torch.Tensor) else type(memory_mask).__name__
+                raise ValueError(f"memory_mask must be None or the bool mask Seq2Seq.encode "
+                                 f"returns, (B, 1, 1, S) = {want}, got {got}")
         y = self._embed(self.tgt_embed, tgt.long(), past)  # (B, T, C)
         for i, block in enumerate(self.decoder):
             y = block(y, memory_kv[i], memory_mask, cache=cache, layer=i)  # (B, T, C)
@@ -250,6 +271,7 @@ class Seq2Seq(nn.Module):
         ``tgt`` is the target shifted right (start token first); ``targets`` is the target
         itself (EOS last), -100 where nothing is scored.
         """
+        check_token_ids("tgt", tgt, self.config.tgt_vocab_size)
         if targets is not None:
             targets = self._check_targets(targets, tgt)
         memory, mask = self.encode(src, src_mask)  # (B, S, C)

@@ -48,6 +48,14 @@ def number_pairs(numbers: Iterable[int], target: str = "de") -> list[tuple[str, 
         >>> number_pairs([71], target="fr")
         [('seventy-one', 'soixante et onze')]
     """
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a language code such as 'de', got "
+                        f"{type(target).__name__}")
+    try:
+        num2words(0, lang=target)
+    except NotImplementedError:
+        raise ValueError(f"target={target!r} is not a language num2words knows (e.g. 'de', "
+                         "'fr')") from None
     pairs = []
     for n in numbers:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -78,6 +86,8 @@ def split_numbers(n: int, *, test_fraction: float = 0.1, val_fraction: float = 0
     if isinstance(n, bool) or not isinstance(n, int) or n < 3:
         raise ValueError(f"n must be an integer ≥ 3 (three non-empty sets), got {n!r}")
     for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if isinstance(f, bool) or not isinstance(f, (int, float)):
+            raise TypeError(f"{name} must be a number in (0, 1), got {f!r}")
         if not 0 < f < 1:
             raise ValueError(f"{name} must be in (0, 1), got {f!r}")
     if test_fraction + val_fraction >= 1:
@@ -85,6 +95,9 @@ def split_numbers(n: int, *, test_fraction: float = 0.1, val_fraction: float = 0
     numbers = list(range(n))
     random.Random(seed).shuffle(numbers)
     n_test, n_val = max(1, round(n * test_fraction)), max(1, round(n * val_fraction))
+    if n_test + n_val >= n:
+        raise ValueError(f"no number left to train on: n={n} gives {n_test} test and {n_val} "
+                         "validation numbers; lower the fractions or raise n")
     return NumberSplit(train=sorted(numbers[n_test + n_val:]),
                        val=sorted(numbers[n_test:n_test + n_val]), test=sorted(numbers[:n_test]))
 
@@ -141,11 +154,21 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: CharTokenizer) -> 
     """
     if not pairs:
         raise ValueError("pairs is empty; give at least one (source, target) pair")
-    pad, bos, eos = (tokenizer.stoi[c] for c in SPECIALS)
+    stoi = getattr(tokenizer, "stoi", {})
+    if [stoi.get(c) for c in SPECIALS] != [0, 1, 2]:
+        raise ValueError("tokenizer must have NUL, STX, ETX at ids 0, 1, 2 (padding, start, "
+                         "end): build it with pair_tokenizer")
+    pad, bos, eos = 0, 1, 2
+    for i, (src, tgt) in enumerate(pairs):
+        for side, text in (("source", src), ("target", tgt)):
+            if not isinstance(text, str) or not text:
+                raise ValueError(f"pair {i}: the {side} is empty or not a str, got {text!r}")
+            clash = sorted(set(text) & set(SPECIALS))
+            if clash:
+                raise ValueError(f"pair {i}: the {side} holds the control character(s) "
+                                 f"{clash} reserved for padding/start/end")
     src_ids = [tokenizer.encode(s) for s, _ in pairs]
     tgt_ids = [tokenizer.encode(t) for _, t in pairs]
-    if any(not ids for ids in src_ids) or any(not ids for ids in tgt_ids):
-        raise ValueError("a source or target is empty")
     n, s, t = len(pairs), max(map(len, src_ids)), max(map(len, tgt_ids)) + 1
     src = torch.full((n, s), pad, dtype=torch.long)
     tgt_in = torch.full((n, t), pad, dtype=torch.long)
@@ -158,11 +181,18 @@ def encode_pairs(pairs: Sequence[tuple[str, str]], tokenizer: CharTokenizer) -> 
 
 
 def decode_target(ids: Iterable[int], tokenizer: CharTokenizer) -> str:
-    """The text of generated target ids: after the start token, up to the first EOS."""
+    """The text of generated (or teacher-forcing) target ids: after the start token, up to
+    the first EOS or padding, neither of which is ever part of a target's text.
+
+    Example:
+        >>> tok = pair_tokenizer([("one", "eins")])
+        >>> decode_target([1, *tok.encode("eins"), 2, 0, 0], tok), decode_target([1, 4, 0, 5], tok)
+        ('eins', 'i')
+    """
     ids = [int(i) for i in ids]
-    bos, eos = tokenizer.stoi[BOS], tokenizer.stoi[EOS]
+    bos = tokenizer.stoi[BOS]
     if ids and ids[0] == bos:
         ids = ids[1:]
-    if eos in ids:
-        ids = ids[:ids.index(eos)]
-    return tokenizer.decode(ids)
+    stop = {tokenizer.stoi[EOS], tokenizer.stoi[PAD]}
+    end = next((j for j, i in enumerate(ids) if i in stop), len(ids))
+    return tokenizer.decode(ids[:end])

@@ -131,7 +131,8 @@ def save_checkpoint(
         raise ValueError("a checkpoint with training_state must store float32 weights, so that "
                          f"resuming continues exactly; got dtype={dtype}")
     if tokenizer is not None:
-        vocab = model.config.tgt_vocab_size if isinstance(model, Seq2Seq) else \
+        vocab = min(model.config.src_vocab_size, model.config.tgt_vocab_size) \
+            if isinstance(model, Seq2Seq) else \
             model.config.vocab_size
         _check_tokenizer(tokenizer, vocab)
     for name in extra_files or {}:

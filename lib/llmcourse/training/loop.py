@@ -378,7 +378,8 @@ def train(
                 raise TypeError(f"an encoder-decoder trains on translation pairs: {name} must "
                                 f"be a PairBatch (encode_pairs), got {type(s).__name__}")
             _check_pairs(name, s, model)
-        vocab_size = model.config.tgt_vocab_size
+        # one pair tokenizer serves both sides: it must fit the smaller vocabulary
+        vocab_size = min(model.config.src_vocab_size, model.config.tgt_vocab_size)
     else:
         if cfg.block_size > model.config.block_size:
             raise ValueError(f"TrainConfig.block_size={cfg.block_size} is above the model's "

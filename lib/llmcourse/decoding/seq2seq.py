@@ -85,7 +85,7 @@ def translate(model: Seq2Seq, src: torch.Tensor, src_mask: torch.Tensor | None =
         src: (B, S) source ids; padding (the model's ``pad_id``) marked by ``src_mask``.
         src_mask: (B, S) 1 for tokens, 0 for padding; needed when ``src`` is padded.
         bos_id: the start token every target begins with.
-        eos_id: the token that ends a target; finished rows are filled with the pad id.
+        eos_id: the token that ends a target.
         max_new_tokens: the most tokens to write after the start token.
         num_beams, length_penalty, early_stopping: as in
             :func:`llmcourse.decoding.generate.generate`.
@@ -93,7 +93,8 @@ def translate(model: Seq2Seq, src: torch.Tensor, src_mask: torch.Tensor | None =
 
     Returns:
         (B, 1 + n) target ids, the start token first, n ≤ max_new_tokens; rows that ended
-        early are filled with the model's pad id after their EOS.
+        early are filled after their EOS with the model's pad id (greedy), or with
+        ``pad_id or eos_id`` (beam search, transformers' rule: a pad id of 0 counts as unset).
 
     Raises:
         ValueError: anything :meth:`Seq2Seq.encode` refuses (ids outside the source

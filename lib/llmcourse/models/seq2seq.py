@@ -318,6 +318,13 @@ class Seq2Seq(nn.Module):
         if not c.final_norm:
             raise ValueError("nn.Transformer ends both halves with a LayerNorm: build the "
                              "model with final_norm=True")
+        # Not shapes, so no copy would fail: a mismatch would silently give another model.
+        if c.activation != "relu" or any(layer.norm_first != c.norm_first
+                                         or layer.activation is not F.relu
+                                         for layer in (*enc, *dec)):
+            raise ValueError(f"nn.Transformer's layers need norm_first={c.norm_first} (as this "
+                             "model) and both need activation 'relu' (torch's 'gelu' is the "
+                             "exact GELU, this model's the tanh approximation)")
         for ours, theirs in zip(self.encoder, enc, strict=True):
             ours.attn.c_attn.weight.copy_(theirs.self_attn.in_proj_weight)
             ours.attn.c_attn.bias.copy_(theirs.self_attn.in_proj_bias)

@@ -9,9 +9,15 @@ stated wherever a time is computed. For a CPU the measured matmul rate itself is
 for a GPU, the vendor's peak times a utilization typical of large runs. Peak memory of a
 step is measured by :func:`llmcourse.training.memory.peak_memory_bytes`.
 
-Example:
-    >>> format_duration(time_to_train(GPT3_TRAINING_FLOPS, H100_SXM_BF16_DENSE, utilization=0.4))
-    '25.2 years'
+Example: three training runs at 300 GFLOP/s (a 2-core CPU's fp32 matmul rate; measure yours
+with :func:`matmul_flops_per_second`) and on one H100 at 40% of its bf16 peak:
+
+    >>> for row in training_times(300e9):
+    ...     print(f"{row['job']:31} {format_duration(row['here_s']):>13} "
+    ...           f"{format_duration(row['gpu_s']):>10}")
+    course checkpoint (5.8M)             24.4 min     1.11 s
+    GPT-2 small (124M), 10B tokens       308 days      5.6 h
+    GPT-3 (175B), 300B tokens        33,200 years 25.2 years
 """
 
 from __future__ import annotations
@@ -144,15 +150,16 @@ def format_duration(seconds: float) -> str:
     """A duration in the largest unit that keeps it at least 1, three significant digits.
 
     Example:
-        >>> [format_duration(s) for s in (0.5, 42, 5400, 3 * 86400, 4e9)]
-        ['0.5 s', '42 s', '1.5 h', '3 days', '127 years']
+        >>> [format_duration(s) for s in (0.5, 42, 5400, 3 * 86400, 4e9, 1.05e12)]
+        ['0.5 s', '42 s', '1.5 h', '3 days', '127 years', '33,300 years']
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
             or not (math.isfinite(seconds) and seconds >= 0):
         raise ValueError(f"seconds must be a finite number ≥ 0, got {seconds!r}")
     for unit, size in _UNITS:
         if seconds >= size or unit == "s":
-            return f"{seconds / size:.3g} {unit}"
+            value = float(f"{seconds / size:.3g}")  # three significant digits
+            return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:g} {unit}"
     raise AssertionError("unreachable")
 
 

@@ -110,9 +110,10 @@ class ModelShape:
 # gpt-2, download_model.py), the same numbers as Hugging Face's gpt2, gpt2-medium, gpt2-large
 # and gpt2-xl config.json. GPT-3 175B: Brown et al. 2020, "Language Models are Few-Shot
 # Learners", Table 2.1 (n_layers 96, d_model 12288, n_heads 96, d_head 128, context 2048),
-# with GPT-2's vocabulary and architecture, which section 2.1 says it reuses (its alternating
-# sparse attention changes no parameter). Llama 2: Touvron et al. 2023, "Llama 2: Open
-# Foundation and Fine-Tuned Chat Models", section 2.2 and Table 1 (context 4096; GQA for the
+# with GPT-2's model, architecture and tokenization (50257 tokens), which section 2.1 says it
+# reuses (its alternating dense and sparse attention patterns change no parameter).
+# Llama 2: Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models",
+# section 2.2 and Table 1 (context 4096; GQA for the
 # 34B and 70B models), and the config.json of meta-llama/Llama-2-7b-hf and Llama-2-70b-hf
 # (hidden_size, intermediate_size, num_attention_heads, num_key_value_heads,
 # num_hidden_layers, vocab_size 32000, tie_word_embeddings false).

@@ -113,10 +113,10 @@ class ModelShape:
 # with GPT-2's model, architecture and tokenization (50257 tokens), which section 2.1 says it
 # reuses (its alternating dense and sparse attention patterns change no parameter).
 # Llama 2: Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models",
-# section 2.2 and Table 1 (context 4096; GQA for the
-# 34B and 70B models), and the config.json of meta-llama/Llama-2-7b-hf and Llama-2-70b-hf
-# (hidden_size, intermediate_size, num_attention_heads, num_key_value_heads,
-# num_hidden_layers, vocab_size 32000, tie_word_embeddings false).
+# section 2.2 and Table 1 (context 4096; GQA for the 34B and 70B models), and the config.json
+# of meta-llama/Llama-2-7b-hf and Llama-2-70b-hf (hidden_size, intermediate_size,
+# num_attention_heads, num_key_value_heads, num_hidden_layers, vocab_size 32000,
+# tie_word_embeddings false).
 PUBLISHED: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("gpt2", n_layer=12, d_model=768, n_head=12, vocab_size=50257, context=1024),
     ModelShape("gpt2-medium", n_layer=24, d_model=1024, n_head=16, vocab_size=50257,

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from llmcourse.core.validate import (
@@ -147,7 +148,29 @@ class GPT(nn.Module):
     reads fastest (see :mod:`llmcourse.nn.linear`); the tied embedding, the largest matrix,
     is stored (n_embd, vocab) like the output layer's input-major ``x @ W``. Parameter names,
     shapes and the state dict are those of ``nn.Linear``/``nn.Embedding``.
+
+    **Activation checkpointing** (Chen et al. 2016, "Training deep nets with sublinear memory
+    cost"; ``transformers`` calls it gradient checkpointing): with
+    ``model.activation_checkpointing = True``, a training forward keeps only each block's
+    input, and the backward pass runs each block's forward again to get the activations it
+    needs (``torch.utils.checkpoint``, which also replays dropout's random draws). The
+    activations held between forward and backward shrink from every intermediate of every
+    block to one (B, T, C) tensor per block, for about one more forward pass of compute. The
+    gradients are those of the plain forward. It applies only where there is a backward pass to
+    feed: in training mode, with gradients enabled, without a cache; evaluation and decoding
+    are unchanged. It is a setting of the run, not of the model's shape: it is not in
+    :class:`GPTConfig` or in a checkpoint.
+
+        >>> m = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=2, n_head=2, n_embd=8))
+        >>> x = torch.randint(0, 16, (2, 8), generator=torch.Generator().manual_seed(0))
+        >>> m(x, x)[1].backward(); plain = m.lm_head.weight.grad.clone()
+        >>> m.zero_grad(); m.activation_checkpointing = True
+        >>> m(x, x)[1].backward()
+        >>> torch.allclose(m.lm_head.weight.grad, plain, atol=1e-7)
+        True
     """
+
+    activation_checkpointing: bool = False  # see the class docstring
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -261,8 +284,14 @@ class GPT(nn.Module):
 
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
+        recompute = (self.activation_checkpointing and self.training and cache is None
+                     and torch.is_grad_enabled())
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, cache, i)  # (B, T, C)
+            if recompute:  # keep x only; backward runs the block again (class docstring)
+                x = torch.utils.checkpoint.checkpoint(block, x, mask, None, i,
+                                                      use_reentrant=False)  # (B, T, C)
+            else:
+                x = block(x, mask, cache, i)  # (B, T, C)
         if cache is not None:
             cache.advance(t)
         if last_only:

@@ -21,7 +21,7 @@ import torch
 
 from llmcourse.text.number_words import PairBatch
 
-__all__ = ["get_batch", "draw_batch"]
+__all__ = ["get_batch", "draw_batch", "batch_rows"]
 
 # Held out for validation, by file stem (`hamlet_gut.txt` → "hamlet"): two tragedies' worth of
 # drama in different registers (Hamlet, Henry V), a comedy (Twelfth Night), and verse (Sonnets).
@@ -83,3 +83,23 @@ def draw_batch(data: torch.Tensor | PairBatch, batch_size: int, block_size: int,
         return (b.src, b.tgt_in), {"src_mask": b.src_mask, "targets": b.targets}
     x, y = get_batch(data, batch_size, block_size, generator)  # (B, T), (B, T)
     return (x,), {"targets": y}
+
+
+def batch_rows(args: tuple[torch.Tensor, ...], kwargs: dict[str, Any], start: int, stop: int
+               ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any]]:
+    """Rows ``start:stop`` of a batch from :func:`draw_batch`, in the same form: a
+    micro-batch (gradient accumulation) or one process's shard (data-parallel training).
+    Translation pairs are trimmed again to the longest source and target among these rows.
+
+    Example:
+        >>> args, kwargs = draw_batch(torch.arange(50), 4, 3, torch.Generator().manual_seed(0))
+        >>> part, part_kw = batch_rows(args, kwargs, 2, 4)
+        >>> torch.equal(part[0], args[0][2:4]), torch.equal(part_kw["targets"],
+        ...                                                 kwargs["targets"][2:4])
+        (True, True)
+    """
+    rows = slice(start, stop)
+    if "src_mask" in kwargs:  # an encoder-decoder's pairs
+        b = PairBatch(args[0], kwargs["src_mask"], args[1], kwargs["targets"]).rows(rows)
+        return (b.src, b.tgt_in), {"src_mask": b.src_mask, "targets": b.targets}
+    return tuple(a[rows] for a in args), {k: v[rows] for k, v in kwargs.items()}

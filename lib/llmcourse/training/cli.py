@@ -3,6 +3,8 @@
     python -m llmcourse.training course --out data/checkpoints/shakespeare-gpt [--device cuda]
     python -m llmcourse.training tiny --out /some/folder --max-steps 20      # a quick smoke test
     python -m llmcourse.training course-cpu --out DIR --dtype bf16   # bfloat16 autocast
+    python -m llmcourse.training tiny --out DIR --grad-accum-steps 4 --activation-checkpointing
+    torchrun --standalone --nproc_per_node=2 -m llmcourse.training tiny --out DIR  # 2 processes
 
 It trains a byte-level BPE tokenizer on the training works (never on the held-out ones),
 trains a GPT on them with :func:`llmcourse.training.loop.train`, measures the loss over every
@@ -12,6 +14,14 @@ the held-out works (nats per token and per character), and writes the folder ``-
 :func:`llmcourse.models.checkpoint.load_checkpoint`), ``README.md`` (command, config, wall time,
 losses, a sample) and ``loss_curve.png``. The working checkpoint, with the optimizer state for
 ``--resume``, stays in ``--work-dir`` (default ``data/cache/train/<preset>``, git-ignored).
+
+``--batch-size`` is the global batch of one optimizer step; ``--grad-accum-steps k`` computes
+it in k micro-batches and ``torchrun --nproc_per_node=n`` over n processes (gloo on a CPU,
+NCCL on CUDA, one GPU per process), neither changing the update
+(:mod:`llmcourse.training.distributed`). Under ``torchrun`` every process prepares the same
+tokenizer and data, rank 0 alone prints, writes the checkpoints and the final folder, and a
+process that fails or stops answering for ``--dist-timeout`` seconds ends the whole run.
+(``python -m torch.distributed.run`` is ``torchrun`` under its module name.)
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import shlex
 import sys
@@ -28,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from llmcourse.decoding.generate import generate
 from llmcourse.models.checkpoint import is_checkpoint, save_checkpoint
@@ -41,6 +53,7 @@ from llmcourse.text.corpus import (
     token_stream,
 )
 from llmcourse.text.load import load_tokenizer
+from llmcourse.training import distributed
 from llmcourse.training.loop import History, TrainConfig, evaluate_stream, lr_at, train
 from llmcourse.training.precision import DTYPES, fast_bf16
 
@@ -197,6 +210,12 @@ tok = AutoTokenizer.from_pretrained("data/checkpoints/{name}")
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; see the module docstring."""
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:  # under torchrun: a failing rank's error
+        return record(_main)(argv)  # goes into torchrun's final report, not just its log
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmcourse.training",
                                      description="Train a GPT on the Shakespeare corpus.")
     parser.add_argument("preset", choices=sorted(PRESETS))
@@ -210,10 +229,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="fp32 (default), or bf16: bfloat16 autocast with float32 master "
                              "weights (faster on GPUs and on CPUs with AMX/AVX512-BF16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--batch-size", type=int,
+                        help="override the preset's batch: sequences per optimizer step, over "
+                             "all micro-batches and processes")
+    parser.add_argument("--grad-accum-steps", type=int,
+                        help="compute each step's batch in this many micro-batches (less "
+                             "memory, the same update)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="keep only each block's input; recompute the rest in the backward "
+                             "pass (less memory, about one more forward pass of compute)")
+    parser.add_argument("--dist-timeout", type=float, default=600.0,
+                        help="under torchrun: seconds a process waits for the others before "
+                             "the run fails (default 600)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     argv_used = sys.argv[1:] if argv is None else argv
-    command = "python -m llmcourse.training " + shlex.join(argv_used)
+    n_proc = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = "python -m llmcourse.training " if n_proc == 1 else \
+        f"torchrun --standalone --nproc_per_node={n_proc} -m llmcourse.training "
+    command = launcher + shlex.join(argv_used)
 
     preset = PRESETS[args.preset]
     overrides = {"device": args.device, "max_minutes": args.max_minutes,
@@ -224,15 +258,47 @@ def main(argv: list[str] | None = None) -> int:
         overrides["warmup_steps"] = min(preset.train.warmup_steps, args.max_steps)
     if args.dtype is not None:
         overrides["dtype"] = args.dtype
-    cfg = replace(preset.train, **overrides)
+    for name in ("batch_size", "grad_accum_steps"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.activation_checkpointing:
+        overrides["activation_checkpointing"] = True
+    if not args.dist_timeout > 0:
+        parser.error(f"--dist-timeout must be a positive number of seconds, got "
+                     f"{args.dist_timeout}")
+    try:
+        cfg = replace(preset.train, **overrides)
+        # Before any work or any waiting for the other processes: a batch they cannot share.
+        distributed.split_batch(cfg.batch_size, cfg.grad_accum_steps, n_proc)
+    except ValueError as err:
+        parser.error(str(err))
+    device = distributed.init_from_env(cfg.device, args.dist_timeout)
+    try:
+        return _run(args, preset, cfg if device is None else replace(cfg, device=device),
+                    command)
+    finally:
+        distributed.shutdown()
+
+
+def _run(args: argparse.Namespace, preset: Preset, cfg: TrainConfig, command: str) -> int:
+    rank, world = distributed.world()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    if world > 1:
+        rows = distributed.split_batch(cfg.batch_size, cfg.grad_accum_steps, world)
+        say(f"data parallel: {world} processes ({torch.distributed.get_backend()}), each "
+            f"{cfg.grad_accum_steps} × {rows} of the {cfg.batch_size} sequences of a step")
     if cfg.dtype == "bf16":
         fast, why = fast_bf16(cfg.device)
         if not fast:
-            print(f"note: --dtype bf16 on a device without fast bfloat16 ({why})")
+            say(f"note: --dtype bf16 on a device without fast bfloat16 ({why})")
     work_dir = Path(args.work_dir or Path("data/cache/train") / args.preset)
+    if rank > 0:  # rank 0 looks first (and repairs a save a crash interrupted), then the rest
+        distributed.barrier()
     resume = args.resume and is_checkpoint(work_dir)
+    if rank == 0:
+        distributed.barrier()
     if args.resume and not resume:
-        print(f"no checkpoint in {work_dir} yet: starting from scratch")
+        say(f"no checkpoint in {work_dir} yet: starting from scratch")
 
     t0 = time.perf_counter()
     works = load_works()
@@ -246,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
                                        special_tokens=(EOT,))
     train_ids = token_stream(train_works, tokenizer, EOT)  # (N_train,)
     val_ids = token_stream(val_works, tokenizer, EOT)  # (N_val,)
-    print(f"tokenizer: {tokenizer.vocab_size} tokens; training works {len(train_ids):,} tokens,"
-          f" held-out works {len(val_ids):,} tokens ({time.perf_counter() - t0:.0f} s)")
+    say(f"tokenizer: {tokenizer.vocab_size} tokens; training works {len(train_ids):,} tokens,"
+        f" held-out works {len(val_ids):,} tokens ({time.perf_counter() - t0:.0f} s)")
 
     torch.manual_seed(cfg.seed)
     model = GPT(replace(preset.model, vocab_size=tokenizer.vocab_size))
     history = train(model, train_ids, val_ids, cfg, checkpoint_dir=work_dir, resume=resume,
                     tokenizer=tokenizer)
+    if rank > 0:
+        return 0  # rank 0 measures and writes the result
     wall_min = history.elapsed[-1] / 60
 
     val_loss, n_pred = evaluate_stream(model, val_ids.to(cfg.device), block_size=cfg.block_size)
@@ -262,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_nats_per_char": nats_per_char(val_loss, n_pred, val_chars),
         "train_tokens": len(train_ids),
         "train_chars": sum(len(t) for t in train_works.values()),
-        "wall_min": wall_min, "device": cfg.device, "dtype": cfg.dtype,
+        "wall_min": wall_min, "device": cfg.device, "dtype": cfg.dtype, "processes": world,
+        "grad_accum_steps": cfg.grad_accum_steps,
         "size_mb": 2 * model.num_parameters() / 1e6 if preset.store_dtype != "float32"
         else 4 * model.num_parameters() / 1e6,
         "history": asdict(history),  # the curves, so that a notebook can redraw them

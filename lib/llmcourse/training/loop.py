@@ -18,6 +18,22 @@ generators, so the resumed run takes exactly the steps the uninterrupted one wou
 while the weights, gradients and optimizer state stay float32
 (:mod:`llmcourse.training.precision`); the default ``"fp32"`` uses no autocast at all.
 
+**The batch is global.** ``batch_size`` is the number of sequences behind one optimizer step,
+whatever else is chosen. ``grad_accum_steps = k`` runs it as k micro-batches of
+``batch_size / k`` rows, one after the other, summing their gradients before the one step:
+the memory of a small batch, the update of the large one. Each micro-batch's mean loss is
+weighted by its share of the batch's scored tokens, so the summed gradient is exactly the
+gradient of the whole batch's mean loss:
+
+    ∇ L = ∇ (1/N) Σₙ ℓₙ = Σᵢ (Nᵢ/N) ∇ Lᵢ        Lᵢ = mean loss of micro-batch i, Nᵢ tokens
+
+(Nᵢ/N = 1/k for a GPT's equal windows; translation pairs have unequal lengths.) Under
+``torchrun`` the batch is also split over the processes, each taking its own rows, and DDP
+averages their gradients (:mod:`llmcourse.training.distributed`): the same update again.
+``activation_checkpointing=True`` trades compute for memory in another way: the GPT keeps
+only each block's input and recomputes the rest in the backward pass
+(:class:`~llmcourse.models.gpt.GPT`).
+
 The command ``python -m llmcourse.training course --out data/checkpoints/NAME`` trains the
 course's own GPT-2-format checkpoint (see :mod:`llmcourse.training.cli`).
 
@@ -35,6 +51,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -52,99 +69,13 @@ from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_che
 from llmcourse.models.gpt import GPT
 from llmcourse.models.seq2seq import Seq2Seq
 from llmcourse.text.number_words import PairBatch
-from llmcourse.training.batches import draw_batch
-from llmcourse.training.precision import DTYPES, autocast, check_master_weights
+from llmcourse.training import distributed
+from llmcourse.training.batches import batch_rows, draw_batch
+from llmcourse.training.config import TrainConfig
+from llmcourse.training.precision import autocast, check_master_weights
 
 __all__ = ["TrainConfig", "History", "configure_optimizer", "lr_at", "estimate_loss",
            "evaluate_stream", "train"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything about a run except the model and the data. Checked when built."""
-
-    max_steps: int = 2000
-    batch_size: int = 12
-    block_size: int = 64  # context of each training window; at most the model's block_size
-    learning_rate: float = 1e-3  # peak, reached at the end of warmup
-    min_lr: float = 1e-4  # where the cosine ends
-    warmup_steps: int = 100
-    weight_decay: float = 0.1  # on matrices only (configure_optimizer)
-    beta1: float = 0.9
-    beta2: float = 0.99  # nanoGPT's choice for small data: the second moment adapts faster
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    eval_interval: int = 250
-    eval_batches: int = 20
-    seed: int = 1337
-    device: str = "cpu"
-    log_interval: int = 10  # record the batch loss (and update the bar) every this many steps
-    progress: bool = True  # a tqdm progress bar
-    max_minutes: float | None = None  # stop early (with a checkpoint) after this long
-    dtype: str = "fp32"  # "bf16": bfloat16 autocast, float32 master weights (precision.py)
-    compile: bool = False  # torch.compile the model (worth it on a GPU, for long runs)
-
-    def __post_init__(self) -> None:
-        # Types first, so that a string from a config file or a command line ("1e-3") is
-        # named here rather than failing as "'>' not supported" deep in a comparison.
-        for name in _INT_FIELDS:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):  # numpy's ints too
-                raise TypeError(f"TrainConfig.{name} must be an int, got "
-                                f"{type(v).__name__} {v!r}")
-        for name in _FLOAT_FIELDS:
-            v = getattr(self, name)
-            if v is None and name in _OPTIONAL_FIELDS:
-                continue
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise TypeError(f"TrainConfig.{name} must be a float (an int will do), got "
-                                f"{type(v).__name__} {v!r}")
-            if not math.isfinite(v):
-                raise ValueError(f"TrainConfig.{name} must be a finite number, got {v!r}")
-        for name in ("progress", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"TrainConfig.{name} must be True or False, got "
-                                f"{getattr(self, name)!r}")
-        if not isinstance(self.device, str | torch.device):
-            raise TypeError(f"TrainConfig.device must be a str such as 'cpu' or 'cuda', got "
-                            f"{type(self.device).__name__} {self.device!r}")
-
-        for name in ("max_steps", "batch_size", "block_size", "eval_interval", "eval_batches",
-                     "log_interval"):
-            v = getattr(self, name)
-            if v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(f"warmup_steps must be an integer in [0, max_steps={self.max_steps}]"
-                             f", got {self.warmup_steps!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 <= self.min_lr <= self.learning_rate:
-            raise ValueError(f"min_lr must be in [0, learning_rate={self.learning_rate}], got "
-                             f"{self.min_lr!r}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not self.grad_clip >= 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ValueError(f"max_minutes must be > 0 or None, got {self.max_minutes!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))} (bfloat16 "
-                             f"autocast with float32 master weights), got {self.dtype!r}")
-        try:
-            torch.device(self.device)
-        except RuntimeError as err:
-            raise ValueError(f"device {self.device!r} is not a torch device such as 'cpu', "
-                             f"'cuda' or 'cuda:1' ({err})") from None
-
-
-_INT_FIELDS = ("max_steps", "batch_size", "block_size", "warmup_steps", "eval_interval",
-               "eval_batches", "seed", "log_interval")
-_FLOAT_FIELDS = ("learning_rate", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip",
-                 "max_minutes")
-_OPTIONAL_FIELDS = ("max_minutes",)
 
 
 @dataclass
@@ -308,10 +239,20 @@ def _to(data: torch.Tensor | PairBatch, device: torch.device) -> torch.Tensor | 
     return data.to(device)
 
 
-def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"batches": batch_gen.get_state(), "torch": torch.get_rng_state()}
+def _own_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}  # dropout draws from it
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The generators to restore on resume: the batches' (the same on every rank) and, per
+    rank, torch's own (rank 0's at the top level, as a single process stores it)."""
+    ranks = distributed.gather(_own_rng(device))  # a collective: every rank calls it
+    state: dict[str, Any] = {"batches": batch_gen.get_state(), **ranks[0]}
+    if len(ranks) > 1:
+        state["ranks"] = ranks
     return state
 
 
@@ -328,11 +269,55 @@ def _resume(folder: Path, model: GPT | Seq2Seq, optimizer: torch.optim.Optimizer
                          f"model's {model.config}")
     model.load_state_dict(saved.state_dict())
     optimizer.load_state_dict(state["optimizer"])
-    batch_gen.set_state(state["rng"]["batches"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if device.type == "cuda" and "cuda" in state["rng"]:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+    rng = state["rng"]
+    batch_gen.set_state(rng["batches"])
+    rank, _ = distributed.world()
+    ranks = rng.get("ranks", [rng])  # a single process stored its own at the top level
+    if rank < len(ranks):
+        own = ranks[rank]
+        torch.set_rng_state(own["torch"])
+        if device.type == "cuda" and "cuda" in own:
+            torch.cuda.set_rng_state(own["cuda"], device)
+    else:  # more processes than the run that saved: a fresh dropout stream for this one
+        torch.manual_seed(_dropout_seed(rank, int(state["step"])))
     return int(state["step"]), History(**state["history"])
+
+
+def _dropout_seed(rank: int, step: int) -> int:
+    return 1_000_003 * rank + step  # any seed that differs between ranks
+
+
+def _run_description(model: GPT | Seq2Seq, cfg: TrainConfig, train_stream: torch.Tensor |
+                     PairBatch, val_stream: torch.Tensor | PairBatch, start: int
+                     ) -> dict[str, Any]:
+    """What every rank of a data-parallel run must agree on (its device and progress bar
+    may differ)."""
+    def tensors(data: torch.Tensor | PairBatch) -> tuple[torch.Tensor, ...]:
+        return (data.src, data.src_mask, data.tgt_in, data.targets) \
+            if isinstance(data, PairBatch) else (data,)
+
+    train_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("device", "progress")}
+    return {"train_config": train_cfg, "model": type(model).__name__,
+            "model_config": asdict(model.config), "start_step": start,
+            "train_data": distributed.fingerprint(*tensors(train_stream)),
+            "val_data": distributed.fingerprint(*tensors(val_stream))}
+
+
+def _micro_batches(args: tuple[torch.Tensor, ...], kwargs: dict[str, Any], rank: int,
+                   world: int, cfg: TrainConfig) -> list[tuple[tuple, dict, float]]:
+    """This rank's micro-batches of a global batch, each with its loss weight: its share of
+    the batch's scored tokens, times the number of ranks (DDP averages over them)."""
+    rows = cfg.batch_size // (world * cfg.grad_accum_steps)
+    pairs = "src_mask" in kwargs
+    # A stream's windows are all scored; pairs have padding (-100) in their targets.
+    total = int((kwargs["targets"] != -100).sum()) if pairs else cfg.batch_size
+    out = []
+    for i in range(cfg.grad_accum_steps):
+        lo = (rank * cfg.grad_accum_steps + i) * rows
+        m_args, m_kwargs = batch_rows(args, kwargs, lo, lo + rows)
+        scored = int((m_kwargs["targets"] != -100).sum()) if pairs else rows
+        out.append((m_args, m_kwargs, world * scored / total))
+    return out
 
 
 def train(
@@ -358,6 +343,12 @@ def train(
     continues from it. ``stop_at`` ends the run after that step as an interruption would
     (checkpoint written), without changing the schedule, which still runs to ``max_steps``.
 
+    Under ``torchrun`` (a process group of two or more ranks, see
+    :mod:`llmcourse.training.distributed`), the model is wrapped in DDP: each rank trains on
+    its rows of every global batch, rank 0 writes the checkpoints (the others wait), and the
+    ranks first check that they run the same config on the same data. The result equals the
+    single-process run's, up to the rounding of the summed gradients.
+
     Returns:
         The :class:`History`, including what was measured before a resume.
 
@@ -365,7 +356,9 @@ def train(
         TypeError: a model with float16/bfloat16 parameters (checked before any step: train a
             float32 model, with ``dtype="bf16"`` for speed), or arguments of the wrong type.
         ValueError: streams shorter than a batch or with ids outside the vocabulary, a context
-            above the model's, a tokenizer larger than the model's vocabulary.
+            above the model's, a tokenizer larger than the model's vocabulary, activation
+            checkpointing for a model other than a GPT; distributed: a batch that the
+            processes × micro-batches do not split evenly, ranks that disagree on the run.
         NoSpaceError: the disk filled up while writing a checkpoint; the previous one is intact.
     """
     if not isinstance(model, (GPT, Seq2Seq)):
@@ -389,6 +382,11 @@ def train(
         vocab_size = model.config.vocab_size
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    if cfg.activation_checkpointing and not isinstance(model, GPT):
+        raise ValueError("activation_checkpointing is implemented in the GPT's forward only; "
+                         f"got a {type(model).__name__}")
+    rank, world = distributed.world()
+    distributed.split_batch(cfg.batch_size, cfg.grad_accum_steps, world)  # or a clear error
     check_master_weights(model)  # before anything touches the model
     if tokenizer is not None and tokenizer.vocab_size > vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the "
@@ -397,17 +395,27 @@ def train(
     device = torch.device(cfg.device)
     model.to(device)
     optimizer = configure_optimizer(model, cfg)
-    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)  # the same batches on every rank
     history, start = History(), 0
     if resume:
+        # Rank 0 reads first: a reader repairs a save that a crash interrupted
+        # (recover_folder), and two ranks repairing at once would collide.
+        if rank > 0:
+            distributed.barrier()
         start, history = _resume(Path(checkpoint_dir), model, optimizer, batch_gen, device)
-    else:
-        torch.manual_seed(cfg.seed)
+        if rank == 0:
+            distributed.barrier()
+    else:  # dropout's generator; rank 0's is a single process's
+        torch.manual_seed(cfg.seed if rank == 0 else _dropout_seed(rank, 0))
+    distributed.check_same_run(_run_description(model, cfg, train_stream, val_stream, start))
     train_stream, val_stream = _to(train_stream, device), _to(val_stream, device)
-    forward = torch.compile(model) if cfg.compile else model
+    net = distributed.wrap(model, device)  # DDP when distributed: rank 0's weights everywhere
+    forward = torch.compile(net) if cfg.compile else net
     t0 = time.perf_counter() - (history.elapsed[-1] if history.elapsed else 0.0)
 
     def evaluate_and_save(step: int) -> None:
+        # Every rank evaluates (the same batches and weights give the same numbers), so that
+        # every rank's history is the one rank 0 saves.
         kw = dict(batch_size=cfg.batch_size, block_size=cfg.block_size,
                   n_batches=cfg.eval_batches)
         with autocast(cfg.dtype, device):
@@ -420,38 +428,61 @@ def train(
         if checkpoint_dir is not None and step > 0:
             state = {"step": step, "optimizer": optimizer.state_dict(),
                      "rng": _rng_state(batch_gen, device), "history": asdict(history),
-                     "train_config": asdict(cfg), "format_version": 1}
-            save_checkpoint(checkpoint_dir, model, tokenizer=tokenizer, training_state=state)
+                     "train_config": asdict(cfg), "world_size": world, "format_version": 1}
+            if rank == 0:  # written once, atomically (save_checkpoint), while the others wait
+                save_checkpoint(checkpoint_dir, model, tokenizer=tokenizer, training_state=state)
+            distributed.barrier()
 
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress, unit="step",
-               mininterval=1.0)  # a notebook receives one message per refresh
-    if start == 0:
-        evaluate_and_save(0)
-    model.train()
-    for step in range(start, cfg.max_steps):
-        lr = lr_at(step, cfg)
+    def train_step(step: int) -> torch.Tensor:
+        """One optimizer step on one global batch; returns this rank's share of its loss."""
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr_at(step, cfg)
+        # The global batch (every rank draws the same), then this rank's micro-batches.
         args, kwargs = draw_batch(train_stream, cfg.batch_size, cfg.block_size, batch_gen)
-        with autocast(cfg.dtype, device):  # fp32: no autocast at all
-            _, loss = forward(*args, **kwargs)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss = torch.zeros((), device=device)  # () the batch's mean loss, this rank's part
+        micro = _micro_batches(args, kwargs, rank, world, cfg)
+        for i, (m_args, m_kwargs, weight) in enumerate(micro):
+            # DDP averages the gradients across ranks after the last micro-batch only.
+            last = i == len(micro) - 1
+            with contextlib.nullcontext() if last or net is model else net.no_sync():
+                with autocast(cfg.dtype, device):  # fp32: no autocast at all
+                    _, loss = forward(*m_args, **m_kwargs)
+                (loss if weight == 1 else loss * weight).backward()
+            step_loss += loss.detach().float() * (weight / world)
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        return step_loss
 
-        done = step + 1
-        bar.update()
-        if done % cfg.log_interval == 0:
-            history.log_steps.append(done)
-            history.log_loss.append(loss.item())
-        out_of_time = (cfg.max_minutes is not None
-                       and time.perf_counter() - t0 > 60 * cfg.max_minutes)
-        stopping = out_of_time or done == stop_at
-        if done % cfg.eval_interval == 0 or done == cfg.max_steps or stopping:
-            evaluate_and_save(done)
-        if stopping:
-            break
-    bar.close()
+    bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress or rank > 0,
+               unit="step", mininterval=1.0)  # a notebook receives one message per refresh
+    recompute = model.activation_checkpointing if isinstance(model, GPT) else False
+    try:
+        with distributed.explain_failures():  # a rank that died or hangs, said in words
+            if start == 0:
+                evaluate_and_save(0)
+            model.train()
+            if cfg.activation_checkpointing:
+                model.activation_checkpointing = True
+            for step in range(start, cfg.max_steps):
+                step_loss = train_step(step)
+                done = step + 1
+                bar.update()
+                if done % cfg.log_interval == 0:
+                    history.log_steps.append(done)
+                    history.log_loss.append(distributed.all_sum(step_loss).item())
+                out_of_time = (cfg.max_minutes is not None
+                               and time.perf_counter() - t0 > 60 * cfg.max_minutes)
+                if cfg.max_minutes is not None:  # each rank's clock differs: rank 0 decides
+                    out_of_time = distributed.rank0_decides(out_of_time, device)
+                stopping = out_of_time or done == stop_at
+                if done % cfg.eval_interval == 0 or done == cfg.max_steps or stopping:
+                    evaluate_and_save(done)
+                if stopping:
+                    break
+    finally:
+        if isinstance(model, GPT):
+            model.activation_checkpointing = recompute
+        bar.close()
     return history

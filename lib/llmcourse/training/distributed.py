@@ -1,7 +1,7 @@
 """Data-parallel training: the course's loop on several processes, with PyTorch's DDP.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 \\
-        -m llmcourse.training tiny --out /tmp/tiny-ddp --max-steps 20
+        -m llmcourse.training tiny --out data/cache/tiny-ddp --max-steps 20
 
 (``torchrun`` is the same program under a shorter name.) ``torchrun`` starts one process per
 ``--nproc_per_node`` and tells each its ``RANK`` and the ``WORLD_SIZE`` through the environment.

@@ -135,6 +135,19 @@ def test_int8_linear_is_within_its_error_bound_of_the_float_layer(kernel, shape)
         assert float(err.max()) < 0.05 * float(expected.abs().max()) + 1e-3
 
 
+def test_bf16_kernel_takes_codes_that_start_anywhere_in_memory():
+    """torch's _weight_int8pack_mm reads with aligned loads: codes read from a file (at any
+    offset) once crashed the process; the layer copies misaligned codes first."""
+    layer, xs = linear_and_inputs(2, 64, 48)
+    q, scale = quantize(layer.weight)
+    shifted = torch.empty(q.numel() + 1, dtype=torch.int8)[1:].view_as(q)  # odd address
+    shifted.copy_(q)
+    assert shifted.data_ptr() % 16 != 0
+    aligned = Int8Linear(q, scale, layer.bias.detach(), kernel="bf16")
+    moved = Int8Linear(shifted, scale, layer.bias.detach(), kernel="bf16")
+    assert torch.equal(moved(xs[1]), aligned(xs[1]))
+
+
 def test_the_bound_is_tight_enough_to_catch_a_wrong_scale():
     layer, xs = linear_and_inputs(1, 64, 64)
     q, scale = quantize(layer.weight)
@@ -225,6 +238,9 @@ def test_generate_is_the_same_for_a_model_quantized_twice_and_after_save_and_loa
     assert torch.equal(out_a, generate(loaded, prompt, max_new_tokens=20))
     # the KV cache changes nothing: recomputing the whole text each step gives the same tokens
     assert torch.equal(out_a, generate(a, prompt, max_new_tokens=20, use_cache=False))
+    bf16 = quantize_model(model, kernel="bf16")
+    assert torch.equal(generate(bf16, prompt, max_new_tokens=20), generate(
+        load_quantized(tmp_path / "int8", kernel="bf16"), prompt, max_new_tokens=20))
     sampled = [generate(m, prompt, max_new_tokens=12, do_sample=True, top_k=10,
                         generator=torch.Generator().manual_seed(4)) for m in (a, loaded)]
     assert torch.equal(*sampled)

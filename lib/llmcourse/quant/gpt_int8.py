@@ -253,6 +253,9 @@ def load_quantized(folder: str | os.PathLike, *, kernel: str = "auto") -> Quanti
         got = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"{folder.name}/{CONFIG_FILE}: model_type is {got!r}, not "
                          f"{MODEL_TYPE!r}; a float checkpoint loads with load_checkpoint")
+    if raw.get("format_version") != 1:
+        raise ValueError(f"{folder.name}/{CONFIG_FILE}: format_version "
+                         f"{raw.get('format_version')!r}; this code reads version 1")
     try:
         config = GPTConfig(**raw["config"])
         tensors = load_file(folder / MODEL_FILE)

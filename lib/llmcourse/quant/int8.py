@@ -20,15 +20,18 @@ GPT-2's shapes):
 
 - ``"int8"`` (the default where torch has a quantized engine: fbgemm/x86 on Intel/AMD,
   qnnpack on ARM): int8 × int8 products summed in int32, the CPU's integer dot-product units
-  (VNNI). The activation vector is quantized on the fly, for each call, to 8 bits with one
-  scale for the call (``torch.ops.quantized.linear_dynamic``, the kernel under torch's own
+  (VNNI). The activations are quantized on the fly, at each call, to 8 bits with one scale
+  for the call (per token when decoding one token; over all rows when scoring a batch)
+  (``torch.ops.quantized.linear_dynamic``, the kernel under torch's own
   ``quantize_dynamic``, fed with *our* int8 codes and per-channel scales). The weights are
   stored int8 only; activations stay float32 between layers. On x86 CPUs without VNNI the
   activations use 7 bits (fbgemm's ``reduce_range``: 8 bits could saturate its 16-bit
   partial sums there).
 - ``"bf16"``: weight-only in the strict sense, ``torch._weight_int8pack_mm``: the int8 codes
-  are widened inside the kernel and multiplied with the activations in bfloat16 (its only
-  vectorized input type on x86; float32 inputs take a scalar loop about 20× slower).
+  are widened inside the kernel and multiplied with the activations in bfloat16, its only
+  vectorized input type on x86 (float32 inputs take a scalar loop, several times slower
+  still). Slower than ``"int8"`` on the machines measured: it widens every code to a
+  float before multiplying, where a VNNI instruction multiplies and sums 64 int8 pairs.
 - ``"dequant"``: the reference: Ŵ = s·q rebuilt in float32 for this one layer at each call.
   Exact to float32 rounding, slow; for tests and for devices with neither kernel.
 
@@ -206,6 +209,13 @@ def _prepack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) ->
         return torch.ops.quantized.linear_prepack(qw, bias)
 
 
+def _aligned(q: torch.Tensor) -> torch.Tensor:
+    """``q``, or an aligned copy: ``_weight_int8pack_mm`` reads the codes with aligned 16-byte
+    loads, and a tensor read from a file may start anywhere (a misaligned one crashes the
+    process). torch's own allocations are aligned to 64 bytes."""
+    return q if q.data_ptr() % 64 == 0 else q.clone()
+
+
 def output_error_bound(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, *,
                        kernel: str) -> torch.Tensor:
     """Largest possible |y − ŷ| between the float layer (x Wᵀ) and its int8 version (x Ŵᵀ as
@@ -278,9 +288,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", q)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", bias)
-        self._packed: object | None = None  # the engine's layout, built at the first call
+        self._packed: object | None = None  # the kernel's form of the codes, at the first call
         self._reduce_range = _int8_engine()[1]
-        self.register_load_state_dict_post_hook(lambda module, _: module._unpack())
+        self.register_load_state_dict_post_hook(_after_load)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, kernel: str = "auto") -> Int8Linear:
@@ -314,8 +324,10 @@ class Int8Linear(nn.Module):
                 self._packed = _prepack(self.weight, self.scale, self.bias)
             return torch.ops.quantized.linear_dynamic(x, self._packed, self._reduce_range)
         if self.kernel == "bf16":
+            if self._packed is None:
+                self._packed = _aligned(self.weight), self.scale.to(torch.bfloat16)
             rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (M, in)
-            y = torch._weight_int8pack_mm(rows, self.weight, self.scale.to(torch.bfloat16))
+            y = torch._weight_int8pack_mm(rows, *self._packed)  # (M, out)
             y = y.float().view(*x.shape[:-1], self.out_features)  # (..., out)
             return y if self.bias is None else y + self.bias
         return F.linear(x, dequantize(self.weight, self.scale), self.bias)  # (..., out)
@@ -323,6 +335,10 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, kernel={self.kernel!r}")
+
+
+def _after_load(module: Int8Linear, incompatible_keys: object) -> None:
+    module._unpack()  # new codes: the kernel's copy is rebuilt at the next call
 
 
 class Int8Embedding(nn.Module):

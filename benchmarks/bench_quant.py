@@ -4,6 +4,7 @@ all in this one run, on this machine.
 
     python benchmarks/bench_quant.py            # everything (several minutes on 2 cores)
     python benchmarks/bench_quant.py --quick    # fewer tokens, one held-out work
+    python benchmarks/bench_quant.py --threads 1   # on a machine shared with other work
 
 What is measured:
 
@@ -13,7 +14,7 @@ What is measured:
    and ``_weight_int8pack_mm`` fed float32 (its scalar path). Each layer type is timed over all
    12 blocks in turn, so that the weights come from memory, not from the cache;
 2. greedy decoding, batch 1, on the GPT-2 124M shape (random weights: speed does not depend
-   on them), tokens/s: the four models interleaved round after round, medians;
+   on them), tokens/s: the four models interleaved, each going first in turn, medians;
 3. the file of each model (the float and int8 ones as safetensors; torch's with
    ``torch.save``, the only way it saves);
 4. on the course checkpoint (``data/checkpoints/``), held-out nats per character for each
@@ -117,17 +118,19 @@ def kernel_table(models: dict[str, torch.nn.Module], repeats: int) -> None:
 
 def decode_speed(models: dict[str, torch.nn.Module], new: int, rounds: int
                  ) -> tuple[dict[str, float], list[float]]:
-    """Greedy tokens/s at batch 1: every model once per round, rounds interleaved, medians;
-    and ours / torch's tokens/s round by round (the two run one after the other, so a slow
-    spell of the machine hits both)."""
+    """Greedy tokens/s at batch 1: every model once per round, the order rotating from round
+    to round (so that no model always follows the same one), medians; and ours / torch's
+    tokens/s round by round (a slow spell of the machine hits both runs of a round)."""
     ids = torch.randint(0, 50000, (1, 16), generator=torch.Generator().manual_seed(0))
     eos = GPTConfig().vocab_size - 1
     run = lambda m, n: generate(m, ids, max_new_tokens=n, min_new_tokens=n, eos_token_id=eos)
     for model in models.values():
         run(model, 4)  # warm up: first-call allocations, packing
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
+    order = list(models)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:  # each goes first in turn
+            model = models[name]
             start = time.perf_counter()
             run(model, new)
             times[name].append(time.perf_counter() - start)
@@ -182,13 +185,19 @@ def greedy_agreement(models: dict[str, torch.nn.Module], new: int = 64) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="16 new tokens, 3 rounds, the Sonnets only")
+                        help="16 new tokens, 4 rounds, the Sonnets only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    new, rounds, repeats = (16, 3, 5) if args.quick else (64, 7, 20)
+    new, rounds, repeats = (16, 4, 5) if args.quick else (64, 12, 20)
     print(machine_line())
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy >= 0.5 * (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+        print(f"warning: this machine is busy (load average {busy:.1f} on {os.cpu_count()} "
+              f"cores): with {torch.get_num_threads()} threads each parallel step waits for "
+              "its slowest thread, and the timings mostly measure the other work; run with "
+              "--threads 1")
     bandwidth = read_bandwidth()
 
     torch.manual_seed(0)

@@ -12,8 +12,11 @@ cache work unchanged.
 output channels are the vocabulary's rows, so one set of codes and per-row scales serves both:
 the output layer multiplies by it, the lookup reads T rows of it. Keeping a float copy for the
 lookup would store the largest matrix twice (GPT-2 small: 154 MB of float32 next to 39 MB of
-int8), and the file would shrink 2.2× instead of 4×. The position table (3 MB) is quantized
-the same way, per row: the loss does not move measurably and the file gets ~2% smaller.
+int8), and the file would shrink 2.2× instead of 4×. The position table is quantized the same
+way, per row: for GPT-2 small that takes the file from 3.90× to 3.97× smaller than float32,
+and it moved the course checkpoint's held-out loss by under 0.01% (1.37064 → 1.37069
+nats/char, measured when this was written: the same model with the table float and int8,
+evaluated as ``tests/test_course_checkpoint.py`` does).
 
 **The file** (:func:`save_quantized`, :func:`load_quantized`): a folder with
 ``model.safetensors`` (int8 codes, float32 scales, the float rest; the tied matrix once) and

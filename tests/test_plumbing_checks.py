@@ -5,10 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcourse.checks import CheckFailed, ch00, ch01, ch02, ch03, ch06, ch07, ch08, require_function
+from llmcourse.checks import (
+    CheckFailed,
+    ch00,
+    ch01,
+    ch02,
+    ch03,
+    ch04,
+    ch05,
+    ch06,
+    ch07,
+    ch08,
+    require_function,
+)
 
-CHECKERS = [getattr(mod, name) for mod in (ch00, ch01, ch02, ch03, ch06, ch07, ch08)
-            for name in mod.__all__ if name.startswith("check_")]
+CHAPTERS = (ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08)  # every chapter with checkers
+CHECKERS = [getattr(mod, name) for mod in CHAPTERS for name in mod.__all__
+            if name.startswith("check_")]
 
 
 def test_every_checker_a_notebook_calls_exists_and_every_checker_is_called():
@@ -27,7 +40,7 @@ def test_every_checker_a_notebook_calls_exists_and_every_checker_is_called():
             if cell["cell_type"] == "code":
                 source = "".join(cell["source"])
                 called |= {(module, c) for c in re.findall(r"\b(check_\w+)\(", source)}
-    modules = {m.__name__.rsplit(".", 1)[1]: m for m in (ch00, ch01, ch02, ch03, ch06, ch07, ch08)}
+    modules = {m.__name__.rsplit(".", 1)[1]: m for m in CHAPTERS}
     defined = {(name, check) for name, mod in modules.items() for check in mod.__all__
                if check.startswith("check_")}
     assert all(modules[name].__all__ for name in modules)

@@ -74,6 +74,19 @@ def teacher_forcing(target: torch.Tensor, *, bos_id: int, pad_id: int
     return decoder_input, labels
 
 
+
+def _heads_and_scores(x: torch.Tensor, memory: torch.Tensor, w_q: torch.Tensor,
+                      w_k: torch.Tensor, w_v: torch.Tensor, n_head: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q (B, h, T, d), k and v (B, h, S, d), and the scaled scores (B, h, T, S): the part the
+    reference and its wrong versions share."""
+    b, t, c = x.shape
+    s, d = memory.shape[1], c // n_head
+    q = (x @ w_q.T).view(b, t, n_head, d).transpose(1, 2)  # (B, h, T, d)
+    k = (memory @ w_k.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
+    v = (memory @ w_v.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
+    return q, k, v, q @ k.transpose(-2, -1) / math.sqrt(d)  # ..., (B, h, T, S)
+
 def cross_attention(x: torch.Tensor, memory: torch.Tensor, w_q: torch.Tensor,
                     w_k: torch.Tensor, w_v: torch.Tensor, w_o: torch.Tensor,
                     src_mask: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -103,11 +116,7 @@ def cross_attention(x: torch.Tensor, memory: torch.Tensor, w_q: torch.Tensor,
                  [1., 0., 0., 0.]]])
     """
     b, t, c = x.shape
-    s, d = memory.shape[1], c // n_head
-    q = (x @ w_q.T).view(b, t, n_head, d).transpose(1, 2)  # (B, h, T, d)
-    k = (memory @ w_k.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
-    v = (memory @ w_v.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (B, h, T, S)
+    q, k, v, scores = _heads_and_scores(x, memory, w_q, w_k, w_v, n_head)
     padding = src_mask[:, None, None, :] == 0  # (B, 1, 1, S): hides keys, not queries
     weights = scores.masked_fill(padding, float("-inf")).softmax(dim=-1)  # (B, h, T, S)
     heads = (weights @ v).transpose(1, 2).reshape(b, t, c)  # (B, T, C)
@@ -395,11 +404,7 @@ def _attention_variant(x: torch.Tensor, memory: torch.Tensor, w_q: torch.Tensor,
     """Cross-attention with the softmax over another axis, or with the padding's weights set
     to 0 after the softmax instead of −∞ before it (two usual mistakes)."""
     b, t, c = x.shape
-    s, d = memory.shape[1], c // n_head
-    q = (x @ w_q.T).view(b, t, n_head, d).transpose(1, 2)  # (B, h, T, d)
-    k = (memory @ w_k.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
-    v = (memory @ w_v.T).view(b, s, n_head, d).transpose(1, 2)  # (B, h, S, d)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (B, h, T, S)
+    q, k, v, scores = _heads_and_scores(x, memory, w_q, w_k, w_v, n_head)
     padding = src_mask[:, None, None, :] == 0  # (B, 1, 1, S)
     if renormalise:
         weights = scores.masked_fill(padding, float("-inf")).softmax(dim=softmax_dim)

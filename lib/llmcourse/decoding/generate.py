@@ -112,6 +112,7 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    typical_p: float | None = None,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
     num_beams: int = 1,
@@ -137,6 +138,8 @@ def generate(
         top_k: sample among the k most likely tokens only (≥ 1; None = all).
         top_p: sample from the smallest set of tokens with probability ≥ p, in (0, 1].
         min_p: drop tokens less likely than min_p × the top token's probability, in [0, 1].
+        typical_p: locally typical sampling: keep the tokens whose surprisal −log p is closest
+            to the entropy, the fewest holding probability ≥ typical_p, in (0, 1] (1 = off).
         repetition_penalty: > 1 lowers the score of tokens already in the text (1 = off).
         no_repeat_ngram_size: n > 0 forbids repeating any n-gram of the text (0 = off).
         num_beams: > 1 runs beam search with that many beams.
@@ -156,9 +159,10 @@ def generate(
         (B, T + n) token ids, prompt included, n ≤ max_new_tokens.
 
     Raises:
-        ValueError: impossible settings (temperature ≤ 0 with sampling, top_p outside (0, 1],
-            top_k < 1, …), a prompt that does not leave room for ``max_new_tokens`` in the
-            model's context, or padding on the right in ``attention_mask``.
+        ValueError: impossible settings (temperature ≤ 0 with sampling, top_p or typical_p
+            outside (0, 1], top_k < 1, …), a prompt that does not leave room for
+            ``max_new_tokens`` in the model's context, or padding on the right in
+            ``attention_mask``.
 
     Warns:
         UserWarning: no ``attention_mask``, the pad id is an EOS id, and some rows but not all
@@ -174,7 +178,8 @@ def generate(
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     settings = DecodingSettings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-        top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+        repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
         num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, vocab_size=cfg.vocab_size,

@@ -13,6 +13,8 @@ returns new ones, in the order ``transformers`` applies them, so that our choice
     5. top-k                    keep the k highest scores
     6. top-p (nucleus)          keep the smallest set of tokens holding probability ≥ p
     7. min-p                    keep tokens with probability ≥ min_p · (the top probability)
+    8. typical                  keep the tokens whose surprisal is closest to the entropy,
+                                smallest such set holding probability ≥ typical_p
 
 A forbidden token gets the score ``-inf``: probability exactly 0 after the softmax.
 
@@ -40,6 +42,7 @@ __all__ = [
     "top_k_filter",
     "top_p_filter",
     "min_p_filter",
+    "typical_filter",
     "process_logits",
 ]
 
@@ -68,6 +71,7 @@ class DecodingSettings:
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
+    typical_p: float | None = None
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     min_new_tokens: int = 0
@@ -97,6 +101,9 @@ class DecodingSettings:
             fail("top_p", self.top_p, "in (0, 1] (or None)")
         if self.min_p is not None and (not _is_number(self.min_p) or not 0 <= self.min_p <= 1):
             fail("min_p", self.min_p, "in [0, 1] (or None)")
+        if self.typical_p is not None and (not _is_number(self.typical_p)
+                                           or not 0 < self.typical_p <= 1):
+            fail("typical_p", self.typical_p, "in (0, 1] (or None; 1 keeps every token)")
         if not _is_number(self.repetition_penalty) or not self.repetition_penalty > 0:
             fail("repetition_penalty", self.repetition_penalty,
                  "a number > 0 (1.0 = no penalty, > 1 discourages repeats)")
@@ -231,6 +238,61 @@ def min_p_filter(scores: torch.Tensor, min_p: float, min_keep: int = 1) -> torch
     return scores.masked_fill(drop, NEG_INF)
 
 
+def typical_filter(scores: torch.Tensor, mass: float, min_keep: int = 1) -> torch.Tensor:
+    r"""Locally typical sampling (Meister, Pimentel, Wiher & Cotterell, 2023, TACL): keep the
+    tokens whose surprisal is closest to the entropy of the distribution, the smallest such set
+    holding probability ≥ ``mass`` (τ).
+
+    With p = softmax(scores), each token's surprisal is −log p(x) and the entropy is the mean
+    surprisal, H = −Σ_x p(x) log p(x). Sort the tokens by |−log p(x) − H| (smallest first) and
+    keep the shortest prefix whose probabilities add up to at least τ, the token that crosses
+    τ and any token tied with its distance included, and never fewer than ``min_keep``.
+
+    Unlike top-p, the ranking is not by probability: when the top token is far more
+    predictable than the distribution is on average (−log p ≪ H), it is far from H and can be
+    dropped, while tokens of ordinary surprisal are kept.
+
+    Args:
+        scores: (B, V) float scores; ``-inf`` entries (probability 0) stay ``-inf``.
+        mass: τ in (0, 1]; 1 keeps every token.
+        min_keep: the fewest tokens kept per row (the closest to H first), ≥ 1.
+
+    Example: one likely token and four equal ones. H ≈ 1.50 nats; the top token's surprisal is
+    ≈ 0.90 (distance 0.60), the others' ≈ 1.90 (distance 0.40). With τ = 0.5 the four
+    ordinary tokens (0.149 each, 0.596 together) come first and suffice: the MOST likely token
+    is the one dropped.
+
+        >>> s = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
+        >>> logp = s.log_softmax(-1)
+        >>> h = -(logp.exp() * logp).sum(-1)
+        >>> round(h.item(), 2), [round(x, 2) for x in (-logp[0, :2]).tolist()]
+        (1.5, [0.9, 1.9])
+        >>> typical_filter(s, 0.5)
+        tensor([[-inf, 0., 0., 0., 0.]])
+        >>> typical_filter(s, 0.9)                # the top token is needed to reach 0.9
+        tensor([[1., 0., 0., 0., 0.]])
+    """
+    if not _is_number(mass) or not 0 < mass <= 1:
+        raise ValueError(f"mass (typical_p) must be in (0, 1], got {mass!r}")
+    if not _is_int(min_keep) or min_keep < 1:
+        raise ValueError(f"min_keep must be an integer >= 1, got {min_keep!r}")
+    if mass == 1:
+        return scores.clone()
+    logp = scores.log_softmax(dim=-1)  # (B, V)
+    # 0 · log 0 is NaN for a -inf score; such a token adds nothing to the entropy.
+    entropy = -(logp * logp.exp()).nansum(dim=-1, keepdim=True)  # (B, 1)
+    distance = (-logp - entropy).abs()  # (B, V); +inf for a -inf score
+    nearest, order = torch.sort(distance, dim=-1)  # (B, V), closest to H first
+    mass_so_far = scores.gather(1, order).softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    # The crossing token is the first whose running mass reaches τ (the last one if rounding
+    # keeps the total just below τ); every token no farther from H than it is kept.
+    crossing = (mass_so_far < mass).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+    drop_sorted = nearest > nearest.gather(1, crossing)  # (B, V)
+    drop_sorted[:, :min_keep] = False
+    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+    return scores.masked_fill(drop, NEG_INF)
+
+
 def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, settings: DecodingSettings,
                    *, prompt_length: int, padding: torch.Tensor | None = None) -> torch.Tensor:
     """Apply every processor that ``settings`` switches on, in ``transformers``' order.
@@ -268,4 +330,6 @@ def process_logits(scores: torch.Tensor, input_ids: torch.Tensor, settings: Deco
             scores = top_p_filter(scores, s.top_p, keep)
         if s.min_p is not None:
             scores = min_p_filter(scores, s.min_p, keep)
+        if s.typical_p is not None and s.typical_p < 1.0:
+            scores = typical_filter(scores, s.typical_p, keep)
     return scores

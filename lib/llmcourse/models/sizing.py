@@ -42,8 +42,9 @@ class ModelShape:
     linear layer, a GELU MLP of two matrices d×d_ff and d_ff×d, the output layer tied to the
     token embedding. ``style="llama"`` (Llama 2): rotary positions (no parameters), RMSNorms
     (a weight only), no biases, a SwiGLU MLP of three matrices (gate, up, down), an untied
-    output layer, and grouped-query attention when ``n_kv_head < n_head`` (Ainslie et al.
-    2023; chapter 10): the query heads share ``n_kv_head`` heads of keys and values.
+    output layer (``tie_embeddings=True`` ties it, as small Llama-style models often do), and
+    grouped-query attention when ``n_kv_head < n_head`` (Ainslie et al. 2023; chapter 10): the
+    query heads share ``n_kv_head`` heads of keys and values.
 
     Example:
         >>> s = ModelShape("toy", n_layer=2, d_model=64, n_head=4, vocab_size=100, context=32)
@@ -60,6 +61,7 @@ class ModelShape:
     n_kv_head: int | None = None  # None: one key/value head per query head
     d_ff: int | None = None  # None: 4 · d_model
     style: Literal["gpt2", "llama"] = "gpt2"
+    tie_embeddings: bool | None = None  # None: the style's own (gpt2 tied, llama untied)
 
     def __post_init__(self) -> None:
         for field in ("n_layer", "d_model", "n_head", "vocab_size", "context"):
@@ -74,8 +76,13 @@ class ModelShape:
                              f"{self.kv_heads} (each key/value head serves a group of queries)")
         if self.style not in ("gpt2", "llama"):
             raise ValueError(f"style must be 'gpt2' or 'llama', got {self.style!r}")
-        if self.style == "gpt2" and (self.kv_heads != self.n_head or self.ff != 4 * self.d_model):
-            raise ValueError("a 'gpt2'-style model has n_kv_head = n_head and d_ff = 4·d_model")
+        if self.tie_embeddings is not None and not isinstance(self.tie_embeddings, bool):
+            raise TypeError(f"tie_embeddings must be True, False or None, got "
+                            f"{self.tie_embeddings!r}")
+        if self.style == "gpt2" and (self.kv_heads != self.n_head or self.ff != 4 * self.d_model
+                                     or self.tie_embeddings is False):
+            raise ValueError("a 'gpt2'-style model has n_kv_head = n_head, d_ff = 4·d_model and "
+                             "a tied output layer")
 
     @property
     def head_dim(self) -> int:
@@ -86,6 +93,11 @@ class ModelShape:
     def kv_heads(self) -> int:
         """Heads of keys and values (n_head unless grouped-query attention)."""
         return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def tied(self) -> bool:
+        """Whether the output layer is the token embedding (one matrix, counted once)."""
+        return self.style == "gpt2" if self.tie_embeddings is None else self.tie_embeddings
 
     @property
     def ff(self) -> int:
@@ -155,6 +167,7 @@ def parameters(shape: ModelShape) -> int:
     V·d + T·d + L·(12d² + 13d) + 2d. Llama style, with h_kv·d_head = the width of the keys:
 
         2·V·d                                   token embedding and untied output layer
+                                                (V·d when tied: one matrix for both)
         + L · (2d² + 2·d·h_kv·d_head            W_q, W_o; W_k, W_v (narrower under GQA)
                + 3·d·d_ff + 2d)                 SwiGLU's gate, up, down; two RMSNorms
         + d                                     final RMSNorm
@@ -167,7 +180,8 @@ def parameters(shape: ModelShape) -> int:
         return parameter_count(shape.to_gpt_config())
     d, kv_width = shape.d_model, shape.kv_heads * shape.head_dim
     per_layer = 2 * d * d + 2 * d * kv_width + 3 * d * shape.ff + 2 * d
-    return 2 * shape.vocab_size * d + shape.n_layer * per_layer + d
+    embeddings = (1 if shape.tied else 2) * shape.vocab_size * d
+    return embeddings + shape.n_layer * per_layer + d
 
 
 def matmul_parameters(shape: ModelShape) -> int:

@@ -38,6 +38,8 @@ __all__ = [
     "sinusoidal_positions",
     "LearnedPositions",
     "rope_cos_sin",
+    "rotate_half",
+    "rope_rotate",
     "apply_rope",
     "RotaryEmbedding",
 ]
@@ -103,15 +105,43 @@ def rope_cos_sin(head_dim: int, n_positions: int, base: float = 10000.0
     _check_base(base)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for RoPE (pairs rotate), got {head_dim}")
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
+    # 1 / base^(2i/hd), written as transformers' Llama writes it, so that the two tables are
+    # equal to the last bit (base^(-2i/hd) can differ from it in the last place).
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     angle = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq  # (T, hd/2)
     angle = torch.cat([angle, angle], dim=-1)  # (T, hd)
     return angle.cos(), angle.sin()
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x₁, x₂) → (−x₂, x₁) over the two halves of the last axis: each pair (i, i + hd/2)
+    turned by 90°, the sine's partner in RoPE's rotation.
+
+    Example:
+        >>> rotate_half(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()
+        [-3.0, -4.0, 1.0, 2.0]
+    """
+    x1, x2 = x.chunk(2, dim=-1)  # (..., hd/2) each
+    return torch.cat([-x2, x1], dim=-1)  # (..., hd)
+
+
+def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE's rotation with tables already picked at the positions: ``x`` (..., T, hd),
+    ``cos``/``sin`` broadcastable to it (e.g. (B, 1, T, hd) for (B, h, T, hd) heads).
+
+        x · cos + rotate_half(x) · sin
+
+    No checks beyond what the arithmetic does: a model picks the rows once per forward (after
+    checking the positions) and calls this for the queries and keys of every layer.
+    :func:`apply_rope` is the checked entry point.
+
+    Example:
+        >>> cos, sin = rope_cos_sin(4, 3)
+        >>> x = torch.randn(3, 4)
+        >>> torch.equal(rope_rotate(x, cos, sin), apply_rope(x, cos, sin))
+        True
+    """
+    return x * cos + rotate_half(x) * sin
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -145,7 +175,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             raise ValueError(f"positions must lie in [0, {cos.shape[0]}), got "
                              f"{int(positions.min())}..{int(positions.max())}")
         c, s = cos[positions], sin[positions]  # (..., T, hd)
-    return x * c.to(x.dtype) + _rotate_half(x) * s.to(x.dtype)
+    return rope_rotate(x, c.to(x.dtype), s.to(x.dtype))  # (..., T, hd)
 
 
 class RotaryEmbedding(nn.Module):

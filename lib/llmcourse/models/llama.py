@@ -1,0 +1,305 @@
+"""A Llama-style language model: GPT-2's decoder with the four changes of today's open models,
+convertible to and from ``transformers.LlamaForCausalLM`` (:mod:`llmcourse.models.llama_hf`).
+
+    tokens → embed_tokens → n_layer × LlamaBlock → norm → lm_head → logits
+
+    LlamaBlock:  x = x + Attention(RMSNorm(x))        RoPE on q, k; grouped-query attention
+                 x = x + SwiGLU(RMSNorm(x))
+
+What changed from :class:`llmcourse.models.gpt.GPT`, and where each piece lives:
+
+============================  ==============================  ================================
+GPT-2                         Llama                           module
+============================  ==============================  ================================
+LayerNorm (mean, variance)    RMSNorm (root mean square)      :mod:`llmcourse.nn.norms`
+learned positions, added      RoPE, rotating q and k          :mod:`llmcourse.nn.positional`
+multi-head attention          grouped-query attention         :mod:`llmcourse.nn.grouped_query`
+GELU MLP, 2 matrices          SwiGLU MLP, 3 matrices          :mod:`llmcourse.nn.feedforward`
+biases everywhere             no biases
+output layer tied             untied (tying optional)
+============================  ==============================  ================================
+
+Parameter names are ``transformers``' (``model.layers.0.self_attn.q_proj.weight`` …), so the
+state dict converts by checking names and shapes only.
+
+Example:
+    >>> cfg = LlamaConfig(vocab_size=100, block_size=16, n_layer=2, n_head=4, n_kv_head=2,
+    ...                   n_embd=32, d_ff=64)
+    >>> model = Llama(cfg)
+    >>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))
+    >>> logits.shape, loss is None, model.num_parameters() == parameter_count(cfg)
+    (torch.Size([1, 8, 100]), True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+from llmcourse.core.validate import check_positive, check_token_ids
+from llmcourse.models.gpt import GPT
+from llmcourse.models.sizing import ModelShape, parameters
+from llmcourse.nn.feedforward import SwiGLU
+from llmcourse.nn.grouped_query import GroupedQueryAttention
+from llmcourse.nn.kv_cache import KVCache
+from llmcourse.nn.linear import Linear, input_major
+from llmcourse.nn.norms import RMSNorm
+from llmcourse.nn.positional import RotaryEmbedding
+
+__all__ = ["LlamaConfig", "LlamaBlock", "Llama", "parameter_count"]
+
+
+def _is_number(x: object) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Sizes of a Llama-style model. The defaults are Llama 2 7B's (Touvron et al. 2023)."""
+
+    vocab_size: int = 32000
+    block_size: int = 4096  # the context; RoPE's tables cover positions 0..block_size-1
+    n_layer: int = 32
+    n_head: int = 32  # query heads
+    n_kv_head: int | None = None  # key/value heads; None: n_head (no grouping); 1: multi-query
+    n_embd: int = 4096
+    d_ff: int = 11008  # SwiGLU's hidden width; 8·n_embd/3 matches GPT-2's MLP in parameters
+    rope_theta: float = 10000.0  # RoPE's base: wavelengths from 2π to 2π·theta
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = False  # the output layer is the token embedding
+    dropout: float = 0.0  # on embeddings, attention probabilities and each branch's output
+
+    def __post_init__(self) -> None:
+        if self.n_kv_head is None:
+            object.__setattr__(self, "n_kv_head", self.n_head)  # frozen: set once, here
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd",
+                     "d_ff"):
+            check_positive(name, getattr(self, name))
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.head_dim % 2:
+            raise ValueError(f"head size n_embd / n_head = {self.n_embd} / {self.n_head} = "
+                             f"{self.head_dim} is odd; RoPE rotates pairs of features, so it "
+                             "must be even")
+        if self.n_kv_head > self.n_head or self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head="
+                             f"{self.n_kv_head}: each key/value head serves an equal group of "
+                             "query heads")
+        if not _is_number(self.rope_theta) or not self.rope_theta > 1:
+            raise ValueError(f"rope_theta must be a number > 1 (RoPE's base), got "
+                             f"{self.rope_theta!r}")
+        eps = self.rms_norm_eps
+        if not _is_number(eps) or not 0.0 < eps < 1.0:
+            raise ValueError(f"rms_norm_eps must be a small positive number, got {eps!r}")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise TypeError(f"tie_embeddings must be True or False, got "
+                            f"{self.tie_embeddings!r}")
+
+    @property
+    def head_dim(self) -> int:
+        """Features per head, n_embd / n_head."""
+        return self.n_embd // self.n_head
+
+    def to_shape(self, name: str = "llama") -> ModelShape:
+        """This config as a :class:`~llmcourse.models.sizing.ModelShape` (for its arithmetic).
+
+        Example:
+            >>> LlamaConfig().to_shape().kv_heads, parameters(LlamaConfig().to_shape())
+            (32, 6738415616)
+        """
+        return ModelShape(name, n_layer=self.n_layer, d_model=self.n_embd, n_head=self.n_head,
+                          vocab_size=self.vocab_size, context=self.block_size,
+                          n_kv_head=self.n_kv_head, d_ff=self.d_ff, style="llama",
+                          tie_embeddings=self.tie_embeddings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (for JSON)."""
+        return asdict(self)
+
+
+def parameter_count(cfg: LlamaConfig) -> int:
+    """Parameters of a Llama-style model by formula (a tied matrix counted once):
+    :func:`llmcourse.models.sizing.parameters` of its shape,
+
+        V·d (·2 untied) + L · (2d² + 2·d·h_kv·d_head + 3·d·d_ff + 2d) + d
+
+    Example:
+        >>> parameter_count(LlamaConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2,
+        ...                             n_kv_head=1, n_embd=8, d_ff=16, tie_embeddings=True))
+        680
+    """
+    if not isinstance(cfg, LlamaConfig):
+        raise TypeError(f"cfg must be a LlamaConfig, got {type(cfg).__name__}")
+    return parameters(cfg.to_shape())
+
+
+class LlamaBlock(nn.Module):
+    """One Llama decoder block, pre-norm like GPT-2's with RMSNorm, grouped-query attention
+    with RoPE, and a SwiGLU MLP:
+
+        x = x + Attention(RMSNorm₁(x));   x = x + SwiGLU(RMSNorm₂(x))
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        c = config
+        self.input_layernorm = RMSNorm(c.n_embd, eps=c.rms_norm_eps)
+        self.self_attn = GroupedQueryAttention(c.n_embd, c.n_head, c.n_kv_head,
+                                               dropout=c.dropout)
+        self.post_attention_layernorm = RMSNorm(c.n_embd, eps=c.rms_norm_eps)
+        self.mlp = SwiGLU(c.n_embd, c.d_ff, dropout=c.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """(B, T, C) → (B, T, C); the arguments as in :meth:`GroupedQueryAttention.forward`."""
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)  # (B,T,C)
+        return x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
+
+
+class Llama(nn.Module):
+    """Llama-style language model, the layout and the names of ``transformers``'
+    ``LlamaForCausalLM``.
+
+    One forward serves training (with ``targets``), scoring and cached decoding (with a
+    :class:`KVCache` of ``n_kv_head`` heads from :meth:`new_cache`), with the arguments,
+    checks and errors of :meth:`llmcourse.models.gpt.GPT.forward`. Activation checkpointing
+    works as for the GPT (``model.activation_checkpointing = True``).
+
+    Initialisation is the course GPT's (normal, std 0.02; the two projections into the
+    residual stream, ``o_proj`` and ``down_proj``, scaled by 1/√(2·n_layer)), so that a
+    side-by-side training run changes the architecture only.
+    """
+
+    activation_checkpointing: bool = False  # see the GPT's docstring
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LlamaConfig):
+            raise TypeError(f"config must be a LlamaConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.model = nn.ModuleDict(dict(
+            embed_tokens=nn.Embedding(c.vocab_size, c.n_embd),
+            layers=nn.ModuleList(LlamaBlock(c) for _ in range(c.n_layer)),
+            norm=RMSNorm(c.n_embd, eps=c.rms_norm_eps),
+        ))
+        self.drop = nn.Dropout(c.dropout)
+        self.rotary = RotaryEmbedding(c.head_dim, c.block_size, c.rope_theta)  # no parameters
+        self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:  # one matrix, stored as the output layer reads it fastest (GPT)
+            embed = self.model.embed_tokens
+            embed.weight = nn.Parameter(input_major(embed.weight))
+            self.lm_head.weight = embed.weight
+        self.apply(GPT._init_weights)  # normal(0, 0.02) for every matrix, as the course GPT
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (a tied matrix once), like HF's ``num_parameters``."""
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.model.embed_tokens.weight.numel()
+        return n
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty :class:`KVCache` for this model: ``n_kv_head`` heads per layer."""
+        c = self.config
+        p = self.model.embed_tokens.weight
+        return KVCache(c.n_layer, batch_size, c.n_kv_head, max_len or c.block_size,
+                       c.head_dim, dtype=p.dtype, device=p.device)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy when ``targets`` are given.
+
+        The arguments, the returned ``(logits (B, T, vocab_size), loss or None)`` and every
+        check are those of :meth:`llmcourse.models.gpt.GPT.forward`: ids (B, T) in the
+        vocabulary, at most ``block_size`` positions with the cache, targets (-100 ignored),
+        a left-padding ``attention_mask`` (B, cached + T), ``position_ids`` (B, T) in
+        [0, block_size), a cache of this model's shape, ``last_only`` for generation. The
+        positions pick RoPE's rotations instead of a learned vector.
+        """
+        c = self.config
+        check_token_ids("idx", idx, c.vocab_size)
+        b, t = idx.shape
+        if b == 0 or t == 0:
+            raise ValueError(f"idx holds no token (shape {tuple(idx.shape)}); give at least one "
+                             "sequence of at least one token")
+        if idx.dtype not in (torch.int64, torch.int32):
+            idx = idx.long()  # nn.Embedding indexes with int64/int32 only
+        past = 0 if cache is None else cache.length
+        if past + t > c.block_size:
+            raise ValueError(
+                f"sequence of {past + t} tokens ({past} cached + {t} new) is longer than the "
+                f"model's context block_size={c.block_size}"
+            )
+        if cache is not None:
+            want = (c.n_layer, b, c.n_kv_head, c.head_dim)
+            got = (cache.k.shape[0], cache.batch_size, cache.k.shape[2], cache.k.shape[4])
+            if got != want:
+                raise ValueError(f"cache holds (n_layer, batch, heads, head_dim) = {got}, but "
+                                 f"this model and idx need {want}; make it with new_cache")
+        if last_only and targets is not None:
+            raise ValueError("last_only=True gives one position's logits; the loss needs "
+                             "all of them (pass targets with last_only=False)")
+        # The GPT's own checks of targets, positions and mask: one implementation of the rules.
+        if targets is not None:
+            targets = GPT._check_targets(self, targets, idx)  # (B, T) int64
+        positions = GPT._positions(self, b, t, past, position_ids, idx.device)  # (B|1, T)
+        mask = GPT._attention_mask(b, t, past, attention_mask, idx.device)  # (B, 1, T, S)
+
+        x = self.drop(self.model.embed_tokens(idx))  # (B, T, C): no position added
+        cos = self.rotary.cos[positions][:, None]  # (B|1, 1, T, hd), shared by every layer
+        sin = self.rotary.sin[positions][:, None]  # (B|1, 1, T, hd)
+        recompute = (self.activation_checkpointing and self.training and cache is None
+                     and torch.is_grad_enabled())
+        for i, layer in enumerate(self.model.layers):
+            if recompute:  # keep x only; backward runs the block again (see the GPT)
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, mask, None, i,
+                                                      use_reentrant=False)  # (B, T, C)
+            else:
+                x = layer(x, cos, sin, mask, cache, i)  # (B, T, C)
+        if cache is not None:
+            cache.advance(t)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        logits = self.lm_head(self.model.norm(x))  # (B, T, V)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                   ignore_index=-100)
+        return logits, loss
+
+    # --- Hugging Face interop (the code is in llmcourse.models.llama_hf) -------------------
+
+    def to_hf(self) -> Any:
+        """An equivalent ``transformers.LlamaForCausalLM`` holding copies of these weights."""
+        from llmcourse.models import llama_hf  # it imports this module
+
+        return llama_hf.to_hf(self)
+
+    @classmethod
+    def from_hf(cls, hf_model: Any) -> Llama:
+        """Copy a ``transformers.LlamaForCausalLM`` into a course Llama, refusing what the
+        course does not implement (see :func:`llmcourse.models.llama_hf.config_from_hf`)."""
+        from llmcourse.models import llama_hf
+
+        return llama_hf.from_hf(hf_model)

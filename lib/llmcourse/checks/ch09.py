@@ -1,24 +1,24 @@
 """Chapter 09 exercises: the size and compute of a model, applied where the chapter did not go.
 
-- :func:`check_int8_quantize`: per-output-channel symmetric int8 quantization of a weight
-  matrix (one scale per row), an all-zero row included;
-- :func:`check_kv_cache_bytes`: the KV cache's bytes for a model with grouped-query attention
-  (fewer key/value heads than query heads);
+- :func:`check_int4_group_quantize`: group-wise symmetric int4 quantization of a weight matrix
+  (one scale per group of consecutive weights in a row, codes −7..7), all-zero groups included;
+- :func:`check_max_context`: the inverse KV-cache question, the longest context whose cache
+  fits a memory budget, for a model with grouped-query attention;
 - :func:`check_training_flops`: the FLOPs to train a Llama-style model (SwiGLU MLP, GQA,
   untied output layer) on a number of tokens, ≈ 6N per token plus the attention term.
 
 Each checker runs the learner's function on fresh cases from its own seeded generator (the
 notebook's random state is untouched) and compares with the reference below, dtype and type
-included (int8 codes, a scale in the weights' dtype, an ``int`` byte count). When a case
-differs, the checker also tries the usual mistakes on it, and when one of them gives the
-learner's answer the hint names it. The references are checked against code no one here wrote
-in ``tests/test_checks_ch09.py`` (``torch.quantize_per_channel``, the bytes of the course's
-``KVCache``, ``FlopCounterMode`` over ``transformers``' ``LlamaForCausalLM``), which also checks
-that the usual mistakes fail.
+included (int8 codes, scales in the weights' dtype, an ``int`` context). When a case differs,
+the checker also tries the usual mistakes on it, and when one of them gives the learner's
+answer the hint names it. The references are checked against code no one here wrote in
+``tests/test_checks_ch09.py`` (torch's ``quantize_per_channel_group`` and
+``PerChannelMinMaxObserver``, the bytes of the course's ``KVCache``, ``FlopCounterMode`` over
+``transformers``' ``LlamaForCausalLM``), which also checks that the usual mistakes fail.
 
 Example:
-    >>> check_kv_cache_bytes(kv_cache_bytes)
-    ✓ kv_cache_bytes: 8 case(s) match the reference
+    >>> check_max_context(max_context)
+    ✓ max_context: 11 case(s) match the reference
 """
 
 from __future__ import annotations
@@ -35,54 +35,59 @@ import torch
 from llmcourse.checks import CheckFailed, compare, require_function
 
 __all__ = [
-    "int8_quantize", "kv_cache_bytes", "training_flops",
-    "check_int8_quantize", "check_kv_cache_bytes", "check_training_flops",
+    "int4_group_quantize", "max_context", "training_flops",
+    "check_int4_group_quantize", "check_max_context", "check_training_flops",
 ]
 
 
 # ------------------------------------------------------------------------------ the solutions
 
 
-def int8_quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 quantization of a weight matrix ``w`` (out, in), one scale per output
-    row (per channel):
+def int4_group_quantize(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-wise symmetric int4 quantization of a weight matrix ``w`` (out, in), ``in``
+    divisible by ``group_size``: each row is cut into groups of ``group_size`` consecutive
+    weights, and each group g gets its own scale
 
-        scale_r = max_j |w_rj| / 127,     q_rj = clamp(round(w_rj / scale_r), −127, 127)
+        s_g = max_{j in g} |w_j| / 7,     q_j = clamp(round(w_j / s_g), −7, 7)
 
-    so that ``q * scale`` ≈ ``w``, off by at most scale_r / 2 in row r. Returns ``q`` (out, in)
-    ``torch.int8`` and ``scale`` (out, 1) in ``w``'s dtype. An all-zero row gets scale 1 (any
+    so that ``s_g * q_j`` ≈ ``w_j``, off by at most s_g / 2. Returns ``q`` (out, in)
+    ``torch.int8`` holding the codes −7..7 (a file format packs two 4-bit codes per byte) and
+    ``scale`` (out, in // group_size) in ``w``'s dtype. An all-zero group gets scale 1 (any
     positive scale would do: its codes are 0), never 0, whose division gives 0/0 = NaN.
 
     Example:
-        >>> q, scale = int8_quantize(torch.tensor([[0.5, -1.27, 0.01], [0.0, 0.0, 0.0]]))
+        >>> w = torch.tensor([[0.7, -0.2, 0.0, 0.0, 0.035, -0.01]])
+        >>> q, scale = int4_group_quantize(w, 2)
         >>> q
-        tensor([[  50, -127,    1],
-                [   0,    0,    0]], dtype=torch.int8)
+        tensor([[ 7, -2,  0,  0,  7, -2]], dtype=torch.int8)
         >>> scale
-        tensor([[0.0100],
-                [1.0000]])
+        tensor([[0.1000, 1.0000, 0.0050]])
     """
-    amax = w.abs().amax(dim=1, keepdim=True)  # (out, 1) largest magnitude of each row
-    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))  # (out, 1)
-    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)  # (out, in)
-    return q, scale
+    out, inp = w.shape
+    groups = w.reshape(out, inp // group_size, group_size)  # (out, G, g) consecutive weights
+    amax = groups.abs().amax(dim=2)  # (out, G) largest magnitude of each group
+    scale = torch.where(amax > 0, amax / 7, torch.ones_like(amax))  # (out, G), never 0
+    q = torch.round(groups / scale[..., None]).clamp(-7, 7)  # (out, G, g) codes −7..7
+    return q.to(torch.int8).reshape(out, inp), scale  # (out, in) int8, (out, G)
 
 
-def kv_cache_bytes(n_layer: int, n_head: int, n_kv_head: int, head_dim: int, seq_len: int,
-                   batch: int, bytes_per_value: int) -> int:
-    """Bytes of the keys and values a model caches for ``batch`` sequences of ``seq_len``
-    tokens:
+def max_context(n_layer: int, n_head: int, n_kv_head: int, head_dim: int,
+                bytes_per_value: int, budget_bytes: int, batch: int) -> int:
+    """The longest context T whose KV cache, for ``batch`` sequences, fits in ``budget_bytes``:
 
-        2 · n_layer · n_kv_head · head_dim · seq_len · batch · bytes_per_value
+        T = floor(budget_bytes / (2 · n_layer · n_kv_head · head_dim · batch · bytes_per_value))
 
-    a key and a value (the 2) per key/value head, per layer, per token. ``n_head`` does not
-    enter: under grouped-query attention the n_head query heads share n_kv_head cached heads.
+    The denominator is what one more token of context costs the whole batch: a key and a
+    value (the 2) per key/value head, per layer, per sequence. ``n_head`` does not enter: under
+    grouped-query attention the n_head query heads share n_kv_head cached heads. Rounding down,
+    since T + 1 tokens would not fit; 0 when the budget does not hold a single token.
 
     Example:
-        >>> kv_cache_bytes(80, 64, 8, 128, 4096, 1, 2) / 2**30   # Llama-2 70B, bf16, GiB
-        1.25
+        >>> max_context(80, 64, 8, 128, 2, 20 * 10**9, 8)  # Llama-2 70B, bf16, 20 GB, 8 seqs
+        7629
     """
-    return 2 * n_layer * n_kv_head * head_dim * seq_len * batch * bytes_per_value
+    per_token = 2 * n_layer * n_kv_head * head_dim * batch * bytes_per_value  # bytes
+    return budget_bytes // per_token
 
 
 def training_flops(n_layer: int, d_model: int, n_head: int, n_kv_head: int, d_ff: int,
@@ -149,12 +154,13 @@ def _check(fn: Callable[..., Any], reference: Callable[..., Any],
            learner: Callable[..., Any] | None = None) -> None:
     """:func:`~llmcourse.checks.compare` case by case, the hint of the usual mistake that
     gives the learner's answer when one does, then one pass line. ``learner`` (default
-    ``fn``) is what is compared, when the learner's answer needs adapting first."""
+    ``fn``) is what is compared, when the learner's answer needs adapting first; the usual
+    mistakes are recognised on ``fn``'s own answer."""
     learner = fn if learner is None else learner
     for number, case in enumerate(cases, 1):
         specific = None
         with contextlib.suppress(Exception):
-            got = learner(*[a.clone() if isinstance(a, torch.Tensor) else a for a in case])
+            got = fn(*[a.clone() if isinstance(a, torch.Tensor) else a for a in case])
             specific = next((m.hint for m in mistakes if m.fits(got, case)), None)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
@@ -166,241 +172,335 @@ def _check(fn: Callable[..., Any], reference: Callable[..., Any],
     print(f"✓ {name}: {len(cases)} case(s) match the reference")
 
 
-# ------------------------------------------------------------------------------ int8
+# ------------------------------------------------------------------------------ int4 groups
 
 
-def _zero_rows_any_positive_scale(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The learner's function, its answer adapted: on an all-zero row whose codes are all 0,
-    any finite positive scale is as good as the reference's 1, so it is read as 1."""
-    def learner(w: torch.Tensor) -> Any:
-        zero = (w == 0).all(dim=1, keepdim=True)  # (out, 1) before fn could change w
-        out = fn(w)
-        if not (isinstance(out, (tuple, list)) and len(out) == 2
-                and all(isinstance(t, torch.Tensor) for t in out)):
-            return out
-        q, scale = out
-        if q.shape != w.shape or scale.shape != zero.shape or not zero.any():
-            return out
-        fine = zero & (q == 0).all(dim=1, keepdim=True) & torch.isfinite(scale) & (scale > 0)
-        return q, torch.where(fine, torch.ones_like(scale), scale)
+def _pair(got: Any) -> bool:
+    return (isinstance(got, (tuple, list)) and len(got) == 2
+            and all(isinstance(t, torch.Tensor) for t in got))
+
+
+def _tie_tolerance(dtype: torch.dtype) -> float:
+    """How close to a half-step w / s may fall, in steps, for either neighbouring code to be
+    a nearest code once w / s is rounded in ``dtype`` (bf16 keeps 8 significant bits)."""
+    return 8 * max(torch.finfo(dtype).eps, 1e-6)
+
+
+def _int4_judged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The learner's function, its answer adapted where it is as right as the reference's:
+    on an all-zero group whose codes are 0, any finite positive scale (read as 1); a scale
+    within 1e-6 of the reference's (read as it); and a code one off the reference's where
+    w / s lies within :func:`_tie_tolerance` of the half-step between them (w / s computed in
+    bf16 or float32, by division or by the inverse, rounds either way there)."""
+    def learner(w: torch.Tensor, group_size: int) -> Any:
+        ref_q, ref_s = int4_group_quantize(w.clone(), group_size)  # before fn could change w
+        out, inp = w.shape
+        exact = (w.double().reshape(out, -1, group_size)
+                 / ref_s.double()[..., None]).reshape(out, inp)  # (out, in) w / s, exactly
+        zero = (w == 0).reshape(out, -1, group_size).all(dim=2)  # (out, G)
+        got = fn(w, group_size)
+        if not _pair(got):
+            return got
+        q, scale = got
+        if (q.shape != ref_q.shape or q.dtype != ref_q.dtype or scale.shape != ref_s.shape
+                or scale.dtype != ref_s.dtype):
+            return got
+        codes_zero = (q.reshape(out, -1, group_size) == 0).all(dim=2)  # (out, G)
+        fine = zero & codes_zero & torch.isfinite(scale) & (scale > 0)
+        close = torch.isclose(scale.double(), ref_s.double(), rtol=1e-6, atol=0)
+        scale = torch.where(fine | close, ref_s, scale)
+        one_off = (q.long() - ref_q.long()).abs() == 1
+        mid = (q.double() + ref_q.double()) / 2
+        tie = one_off & ((exact - mid).abs() <= _tie_tolerance(w.dtype))
+        return torch.where(tie, ref_q, q), scale
     return learner
 
 
-def _q_then(w: torch.Tensor, scale: torch.Tensor, codes: Callable[[torch.Tensor], torch.Tensor]
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    return codes(w / scale), scale
+def _int4(w: torch.Tensor, g: int, *, divisor: float = 7, lo: int = -7, hi: int = 7,
+          rounding: str = "round", signed_max: bool = False) -> Any:
+    """A variant of :func:`int4_group_quantize`: another divisor, code range, rounding, or
+    max(group) instead of max|group|."""
+    groups = w.reshape(w.shape[0], -1, g)  # (out, G, g)
+    amax = groups.amax(dim=2).clamp(min=0) if signed_max else groups.abs().amax(dim=2)
+    scale = torch.where(amax > 0, amax / divisor, torch.ones_like(amax))  # (out, G)
+    x = groups / scale[..., None]  # (out, G, g)
+    x = {"round": x.round(), "floor": x.floor(), "trunc": x.trunc()}[rounding]
+    return x.clamp(lo, hi).to(torch.int8).reshape(w.shape), scale
 
 
-def _scale_of(w: torch.Tensor, amax: torch.Tensor, divisor: float = 127) -> torch.Tensor:
-    return torch.where(amax > 0, amax / divisor, torch.ones_like(amax))
+def _int4_per_row(w: torch.Tensor, g: int, expand: bool) -> Any:
+    q, scale = _int4(w, w.shape[1])  # one group per row: scale (out, 1)
+    return q, scale.expand(-1, w.shape[1] // g).contiguous() if expand else scale
 
 
-def _int8_wrong_divisor(divisor: float) -> Callable[[torch.Tensor], Any]:
-    def wrong(w: torch.Tensor) -> Any:
-        s = _scale_of(w, w.abs().amax(dim=1, keepdim=True), divisor)
-        return _q_then(w, s, lambda x: x.round().clamp(-127, 127).to(torch.int8))
-    return wrong
+def _int4_strided(w: torch.Tensor, g: int) -> Any:
+    out, inp = w.shape
+    groups = w.reshape(out, g, inp // g)  # (out, g, G): every G-th weight, not consecutive
+    amax = groups.abs().amax(dim=1)  # (out, G)
+    scale = torch.where(amax > 0, amax / 7, torch.ones_like(amax))
+    q = (groups / scale[:, None, :]).round().clamp(-7, 7).to(torch.int8)  # (out, g, G)
+    return q.reshape(out, inp), scale
 
 
-def _int8_wrong_codes(codes: Callable[[torch.Tensor], torch.Tensor]
-                      ) -> Callable[[torch.Tensor], Any]:
-    def wrong(w: torch.Tensor) -> Any:
-        return _q_then(w, int8_quantize(w)[1], codes)
-    return wrong
+def _int4_columns(w: torch.Tensor, g: int) -> Any:
+    out, inp = w.shape
+    groups = w.reshape(out // g, g, inp)  # (out/g, g, in): down the columns
+    amax = groups.abs().amax(dim=1)  # (out/g, in)
+    scale = torch.where(amax > 0, amax / 7, torch.ones_like(amax))
+    q = (groups / scale[:, None, :]).round().clamp(-7, 7).to(torch.int8)  # (out/g, g, in)
+    return q.reshape(out, inp), scale
 
 
-def _int8_per_tensor(w: torch.Tensor) -> Any:
-    s = _scale_of(w, w.abs().amax().expand(w.shape[0], 1))  # (out, 1), all the same
-    return _q_then(w, s, lambda x: x.round().clamp(-127, 127).to(torch.int8))
+def _int4_transposed(w: torch.Tensor, g: int) -> Any:
+    q, scale = int4_group_quantize(w.T.contiguous(), g)  # groups along the columns of w
+    return q.T, scale  # scale (in, out / g)
 
 
-def _int8_max_not_abs(w: torch.Tensor) -> Any:
-    s = _scale_of(w, w.amax(dim=1, keepdim=True).clamp(min=0))
-    return _q_then(w, s, lambda x: x.round().clamp(-127, 127).to(torch.int8))
+def _int4_minmax(w: torch.Tensor, g: int) -> Any:
+    groups = w.reshape(w.shape[0], -1, g)  # (out, G, g)
+    lo, hi = groups.amin(dim=2), groups.amax(dim=2)  # (out, G)
+    scale = torch.where(hi > lo, (hi - lo) / 15, torch.ones_like(hi))
+    q = (torch.round((groups - lo[..., None]) / scale[..., None]) - 8).clamp(-8, 7)
+    return q.to(torch.int8).reshape(w.shape), scale
 
 
-def _shape_is(part: int, bad: Callable[[torch.Size, torch.Size], bool]
-              ) -> Callable[[Any, Sequence[Any]], bool]:
+def _gives_any(*wrongs: Callable[..., Any]) -> Callable[[Any, Sequence[Any]], bool]:
+    fits = [_gives(wrong) for wrong in wrongs]
+    return lambda got, case: any(f(got, case) for f in fits)
+
+
+def _when(test: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], bool]
+          ) -> Callable[[Any, Sequence[Any]], bool]:
+    """A mistake recognised by a property of the answer ``(q, scale)`` given ``(w, g)``."""
     def fits(got: Any, case: Sequence[Any]) -> bool:
-        return (isinstance(got, (tuple, list)) and len(got) == 2
-                and isinstance(got[part], torch.Tensor) and bad(got[part].shape, case[0].shape))
-    return fits
-
-
-def _dtype_is(part: int, dtypes: tuple[torch.dtype, ...]) -> Callable[[Any, Sequence[Any]], bool]:
-    def fits(got: Any, case: Sequence[Any]) -> bool:
-        return (isinstance(got, (tuple, list)) and len(got) == 2
-                and isinstance(got[part], torch.Tensor) and got[part].dtype in dtypes)
-    return fits
-
-
-def _zero_row_scale_not_positive(got: Any, case: Sequence[Any]) -> bool:
-    w = case[0]
-    zero = (w == 0).all(dim=1)
-    if not (zero.any() and isinstance(got, (tuple, list)) and len(got) == 2):
+        with contextlib.suppress(Exception):
+            return _pair(got) and bool(test(got[0], got[1], *case))
         return False
-    scale = got[1]
-    return (isinstance(scale, torch.Tensor) and scale.shape == (w.shape[0], 1)
-            and bool((~(scale[zero] > 0)).any()))  # 0 or NaN on a zero row
+    return fits
 
 
-_INT8_MISTAKES = [
-    _Mistake(_zero_row_scale_not_positive,
-             "an all-zero row got scale 0 (or NaN): max|row| / 127 = 0 there, and w / 0 = "
-             "0/0 = NaN, which no int8 can hold (the cast gives garbage, different on different "
-             "machines). Give such a row a positive scale, 1 say: torch.where(amax > 0, "
-             "amax / 127, 1)"),
-    _Mistake(_dtype_is(0, (torch.uint8,)),
+def _zero_group_scale_not_positive(q: torch.Tensor, s: torch.Tensor, w: torch.Tensor,
+                                   g: int) -> bool:
+    zero = (w == 0).reshape(w.shape[0], -1, g).all(dim=2)  # (out, G)
+    return s.shape == zero.shape and bool((zero & ~(s > 0)).any())
+
+
+_GROUPS = "w.reshape(out, in // group_size, group_size)"
+_INT4_MISTAKES = [
+    _Mistake(_gives_any(lambda w, g: _int4_per_row(w, g, True),
+                        lambda w, g: _int4_per_row(w, g, False)),
+             "one scale per row (max|row| / 7): that is per-channel scaling, the chapter's "
+             "int8 scheme. With 15 levels a row's one large weight makes the step coarse for "
+             f"the whole row; here each group of group_size weights gets its own: {_GROUPS}, "
+             "then amax over the last dim"),
+    _Mistake(_gives(_int4_strided),
+             "the groups are not consecutive weights: reshape(out, group_size, in // "
+             "group_size) puts every (in // group_size)-th weight in one group. Keep the group "
+             f"last, {_GROUPS}, so that group k is w[r, k·group_size:(k+1)·group_size]"),
+    _Mistake(_gives_any(_int4_columns, _int4_transposed),
+             "the groups run down the columns (group_size consecutive rows of one input): "
+             f"they run along each row, over the inputs, {_GROUPS}; scale is (out, in // "
+             "group_size)"),
+    _Mistake(_gives_any(*(lambda w, g, lo=lo, d=d: _int4(w, g, divisor=d, lo=lo)
+                          for d in (8, 16) for lo in (-7, -8))),
+             "the scale divides by 8 (or 16), as if the codes ran to ±8: symmetric int4 uses "
+             "−7..7 (−8 has no +8 to pair with), so s = max|group| / 7 and the largest weight "
+             "of each group maps to ±7 exactly"),
+    _Mistake(_gives_any(*(lambda w, g, lo=lo: _int4(w, g, divisor=15, lo=lo)
+                          for lo in (-7, -8))),
+             "the scale divides by 15, the number of levels: symmetric codes use 7 of them on "
+             "each side of 0, so s = max|group| / 7"),
+    _Mistake(_when(lambda q, s, w, g: torch.equal(q, _int4_minmax(w, g)[0])),
+             "asymmetric (min-max) codes −8..7: those need a zero point to come back to w, "
+             "which this function does not return. Here the codes are symmetric, no offset: "
+             "s = max|group| / 7, q = clamp(round(w / s), −7, 7)"),
+    _Mistake(_gives(lambda w, g: _int4(w, g, signed_max=True)),
+             "the scale comes from max(group), not max(|group|): a group whose largest weight "
+             "is negative gets too small a scale. Use .abs().amax(...)"),
+    _Mistake(_gives(lambda w, g: _int4(w, g, rounding="floor")),
+             "the codes are rounded down (floor): −0.2 becomes −1, and every weight may move "
+             "by up to a whole step. Round to the nearest code, torch.round(w / s), which "
+             "keeps |w − s·q| ≤ s / 2"),
+    _Mistake(_gives(lambda w, g: _int4(w, g, rounding="trunc")),
+             "the codes are truncated toward 0 (a cast without rounding): 2.9 becomes 2. "
+             "Round to the nearest code first: torch.round(w / s)"),
+    _Mistake(_when(lambda q, s, w, g: s.dtype == torch.int8 and q.is_floating_point()),
+             "the pair is swapped: return (q, scale), the int8 codes first"),
+    _Mistake(_when(lambda q, s, w, g: q.dtype == torch.uint8),
              "q is uint8, which holds 0..255: the negative codes wrap around (−1 becomes 255). "
-             "Symmetric codes need the signed type: .to(torch.int8)"),
-    _Mistake(_dtype_is(0, (torch.float16, torch.bfloat16, torch.float32, torch.float64)),
-             "q is still a float tensor: round, clamp, then .to(torch.int8); the whole point is "
-             "one byte per weight instead of four"),
-    _Mistake(_shape_is(1, lambda s, w: len(s) < 2 or s[0] != w[0] or s[1] != 1),
-             "scale must be one number per output row, shape (out, 1): amax over dim=1 with "
-             "keepdim=True (per channel, not one scale for the whole matrix, not one per "
-             "column), so that q * scale broadcasts back to w's shape"),
-    _Mistake(_gives(_int8_per_tensor),
-             "every row has the same scale: that is per-tensor quantization. Per channel means "
-             "each output row r gets its own scale, max|w[r]| / 127 (amax over dim=1)"),
-    _Mistake(_gives(lambda w: _q_then(w, _scale_of(w, w.abs().amax(dim=0, keepdim=True).T),
-                                      lambda x: x.round().clamp(-127, 127).to(torch.int8))),
-             "the scales come from the columns (amax over dim=0): the output channels are the "
-             "rows of w, (out, in), so take amax over dim=1"),
-    _Mistake(_gives(_int8_wrong_divisor(128)),
-             "the scale divides by 128: symmetric int8 uses −127..127 (127 steps each side), so "
-             "scale = max|row| / 127 and the largest weight maps to ±127 exactly"),
-    _Mistake(_gives(_int8_wrong_divisor(255)),
-             "the scale divides by 255, the range of 8 bits: symmetric codes use half of it on "
-             "each side of 0, so scale = max|row| / 127"),
-    _Mistake(_gives(_int8_max_not_abs),
-             "the scale comes from max(row), not max(|row|): a row whose largest weight is "
-             "negative then gets too small a scale. Use w.abs().amax(dim=1, keepdim=True)"),
-    _Mistake(_gives(_int8_wrong_codes(lambda x: x.to(torch.int8))),
-             "the codes are truncated toward 0 (a cast without rounding): 2.9 becomes 2. Round "
-             "to the nearest code first: torch.round(w / scale)"),
-    _Mistake(_gives(_int8_wrong_codes(lambda x: x.floor().clamp(-127, 127).to(torch.int8))),
-             "the codes are rounded down (floor): −0.2 becomes −1. Round to the nearest code: "
-             "torch.round(w / scale)"),
-    _Mistake(_gives(_int8_wrong_codes(
-        lambda x: (x + 0.5).floor().clamp(-127, 127).to(torch.int8))),
-             "halves are rounded up (floor(x + 0.5)): torch.round rounds a tie to the even "
-             "code (2.5 → 2, −3.5 → −4), as torch's own quantize_per_channel does"),
+             "Symmetric codes need a signed type: .to(torch.int8)"),
+    _Mistake(_when(lambda q, s, w, g: q.is_floating_point()),
+             "q is still a float tensor: round, clamp, then .to(torch.int8); the point is a "
+             "small integer per weight instead of a float"),
+    _Mistake(_when(lambda q, s, w, g: q.dtype != torch.int8),
+             "q should be torch.int8, the smallest integer type torch computes with (a file "
+             "format then packs two 4-bit codes per byte)"),
+    _Mistake(_when(lambda q, s, w, g: q.dim() == 3),
+             "q still has the groups' shape (out, in // group_size, group_size): reshape it "
+             "back to (out, in)"),
+    _Mistake(_when(lambda q, s, w, g: s.shape == w.shape),
+             "scale has one number per weight (each group's scale repeated): store one per "
+             "group, shape (out, in // group_size); repeat it only to dequantize"),
+    _Mistake(_when(lambda q, s, w, g: s.shape == (w.shape[0], w.shape[1] // g, 1)),
+             "scale has shape (out, in // group_size, 1): drop the last dim (amax without "
+             "keepdim, or scale[..., 0])"),
+    _Mistake(_when(lambda q, s, w, g: s.dim() == 1 and s.numel() == w.numel() // g),
+             "scale is flattened to (out · in // group_size,): keep it (out, in // "
+             "group_size), row r's groups in row r"),
+    _Mistake(_when(lambda q, s, w, g: s.shape != (w.shape[0], w.shape[1] // g)),
+             "scale must be one number per group, shape (out, in // group_size): amax over "
+             f"the last dim of {_GROUPS}"),
+    _Mistake(_when(lambda q, s, w, g: s.dtype != w.dtype),
+             "scale is not in w's dtype: keep it so (amax / 7 already is); a float32 scale for "
+             "float64 weights loses precision, and for bf16 weights doubles its bytes"),
+    _Mistake(_when(_zero_group_scale_not_positive),
+             "an all-zero group got scale 0 (or NaN): max|group| / 7 = 0 there, and w / 0 = "
+             "0/0 = NaN, which no integer can hold. Give such a group a positive scale, 1 say: "
+             "torch.where(amax > 0, amax / 7, 1)"),
+    _Mistake(_when(lambda q, s, w, g: bool((q.long().abs() > 7).any())),
+             "some codes are outside −7..7: clamp(round(w / s), −7, 7)"),
 ]
 
 
-def _weights(gen: torch.Generator, out: int, inp: int, *, dtype: torch.dtype = torch.float32,
-             zero_rows: Sequence[int] = (), negative_max: bool = False,
-             spread: bool = False) -> tuple[torch.Tensor]:
-    w = torch.randn(out, inp, generator=gen, dtype=torch.float64)  # (out, in)
+def _int4_case(gen: torch.Generator, out: int, inp: int, g: int, *,
+               dtype: torch.dtype = torch.float32, zero_groups: Sequence[tuple[int, int]] = (),
+               outliers: int = 0, negative_max: bool = False, spread: bool = False,
+               std: float = 1.0) -> tuple[torch.Tensor, int]:
+    w = torch.randn(out, inp, generator=gen, dtype=torch.float64) * std  # (out, in)
     if spread:  # rows of very different magnitudes
-        w = w * 10 ** torch.empty(out, 1, dtype=torch.float64).uniform_(-4, 3, generator=gen)
-    if negative_max:  # each row's largest magnitude is a negative weight
-        top = w.gather(1, w.abs().argmax(dim=1, keepdim=True))  # (out, 1)
-        w = w * -top.sign()
-    for r in zero_rows:
-        w[r] = 0.0
-    return (w.to(dtype),)
+        w = w * 10 ** torch.empty(out, 1, dtype=torch.float64).uniform_(-3, 2, generator=gen)
+    for _ in range(outliers):  # a few weights 20 to 50 times the rest
+        r, c = (int(torch.randint(n, (1,), generator=gen)) for n in (out, inp))
+        w[r, c] *= float(torch.empty(1, dtype=torch.float64).uniform_(20, 50, generator=gen))
+    groups = w.view(out, inp // g, g)  # (out, G, g) a view: edits reach w
+    if negative_max:  # each group's largest magnitude is a negative weight
+        top = groups.gather(2, groups.abs().argmax(dim=2, keepdim=True))  # (out, G, 1)
+        groups.mul_(-top.sign())
+    for r, k in zero_groups:
+        groups[r, k] = 0.0
+    return w.to(dtype), g
 
 
-def check_int8_quantize(fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Check ``fn(w) -> (q, scale)``, per-output-channel symmetric int8 quantization of ``w``
-    (out, in): ``q`` (out, in) ``torch.int8`` equal to the reference's code for code, ``scale``
-    (out, 1) in ``w``'s dtype. On an all-zero row any finite positive scale is accepted (its
-    codes must be 0). Cases: a single weight, small and realistic matrices, all-zero rows,
-    rows whose largest weight is negative, rows of magnitudes from 1e-4 to 1e3, a square
-    matrix (where per-column scales have the right shape), exact ties (½ steps) and float64.
+def check_int4_group_quantize(
+        fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Check ``fn(w, group_size) -> (q, scale)``, group-wise symmetric int4 quantization of
+    ``w`` (out, in): ``q`` (out, in) ``torch.int8`` with the reference's codes −7..7, ``scale``
+    (out, in // group_size) in ``w``'s dtype. On an all-zero group any finite positive scale
+    is accepted (its codes must be 0), and where w / s falls on a half-step, up to the
+    rounding of ``w``'s dtype, either neighbouring code. Cases: a (2, 6) matrix, small and
+    realistic matrices, outlier weights, all-zero groups, groups whose largest weight is
+    negative, rows of magnitudes from 1e-3 to 1e2, a square matrix, one group per row, and
+    float64 and bfloat16 weights.
 
     Example:
-        >>> check_int8_quantize(int8_quantize)
-        ✓ int8_quantize: 9 case(s) match the reference
+        >>> check_int4_group_quantize(int4_group_quantize)
+        ✓ int4_group_quantize: 10 case(s) match the reference
     """
-    require_function(fn, "int8_quantize", function="my_int8_quantize")
+    require_function(fn, "int4_group_quantize", function="my_int4_group_quantize")
     gen = torch.Generator().manual_seed(909)
-    # (2, 6) exact ties: scales 1 and 1/8 (127 / 8 = 15.875), so w / scale is exactly ½ off
-    ties = torch.tensor([[127.0, 2.5, -3.5, 0.5, -0.5, 1.5],
-                         [-15.875, 0.3125, 0.4375, -0.0625, 0.1875, 15.875]])
     cases = [
-        (torch.tensor([[-0.75]]),),
-        _weights(gen, 4, 8),
-        _weights(gen, 8, 16, zero_rows=(3,)),
-        _weights(gen, 6, 6, negative_max=True),
-        _weights(gen, 5, 12, spread=True),
-        (0.02 * _weights(gen, 32, 64, zero_rows=(0, 31))[0],),  # GPT-2-like init scale
-        (ties,),
-        _weights(gen, 3, 7, dtype=torch.float64, negative_max=True),
-        _weights(gen, 7, 5, dtype=torch.float64, zero_rows=(6,), spread=True),
+        (torch.tensor([[0.7, -0.2, 0.0, 0.0, 0.035, -0.01],
+                       [0.14, 0.5, -0.9, -0.3, 0.06, 0.02]]), 2),
+        _int4_case(gen, 4, 16, 4),
+        _int4_case(gen, 8, 64, 16, outliers=3, zero_groups=((2, 1),)),
+        _int4_case(gen, 6, 24, 8, negative_max=True),
+        _int4_case(gen, 12, 12, 4),  # square: per-column groups would have a shape
+        _int4_case(gen, 16, 128, 32, std=0.02, spread=True, outliers=4,
+                   zero_groups=((0, 0), (15, 3))),  # GPT-2-like init scale
+        _int4_case(gen, 3, 8, 8),  # one group per row
+        _int4_case(gen, 5, 32, 8, dtype=torch.float64, negative_max=True, zero_groups=((4, 2),)),
+        _int4_case(gen, 8, 64, 32, dtype=torch.bfloat16, outliers=2),
+        _int4_case(gen, 4, 16, 4, dtype=torch.bfloat16, spread=True, zero_groups=((1, 3),)),
     ]
-    _check(fn, int8_quantize, cases, name="int8_quantize", atol=0.0, rtol=1e-6,
-           learner=_zero_rows_any_positive_scale(fn), mistakes=_INT8_MISTAKES,
-           hint="scale = w.abs().amax(dim=1, keepdim=True) / 127 (1 on an all-zero row), "
-                "q = torch.round(w / scale).clamp(-127, 127).to(torch.int8); keep the scale in "
-                "w's dtype")
+    _check(fn, int4_group_quantize, cases, name="int4_group_quantize", atol=0.0, rtol=1e-6,
+           learner=_int4_judged(fn), mistakes=_INT4_MISTAKES,
+           hint=f"groups = {_GROUPS}; amax = groups.abs().amax(dim=2); scale = amax / 7 (1 on "
+                "an all-zero group); q = round(groups / scale[..., None]).clamp(-7, 7) as "
+                "int8, reshaped to (out, in); keep the scale in w's dtype")
 
 
-# ------------------------------------------------------------------------------ KV cache
+# ------------------------------------------------------------------------------ max context
 
 
-def _kv(factor: int = 2, heads: str = "kv", batch: bool = True, seq: bool = True,
-        as_float: bool = False) -> Callable[..., Any]:
-    def wrong(n_layer: int, n_head: int, n_kv_head: int, head_dim: int, seq_len: int, b: int,
-              nbytes: int) -> Any:
+def _ctx(*, factor: int = 2, heads: str = "kv", batch: bool = True, bits: bool = False,
+         rounding: str = "floor", returns_bytes: bool = False) -> Callable[..., Any]:
+    """A variant of :func:`max_context`: without the 2, with n_head, without the batch, in
+    bits, rounded otherwise, or returning the bytes of the cache instead of its tokens."""
+    def wrong(n_layer: int, n_head: int, n_kv_head: int, head_dim: int, nbytes: int,
+              budget: int, b: int) -> Any:
         h = n_kv_head if heads == "kv" else n_head
-        out = factor * n_layer * h * head_dim * (seq_len if seq else 1) * (b if batch else 1) \
-            * nbytes
-        return float(out) if as_float else out
+        per_token = factor * n_layer * h * head_dim * (b if batch else 1) * nbytes \
+            * (8 if bits else 1)
+        t = {"floor": budget // per_token, "ceil": -(-budget // per_token),
+             "round": round(budget / per_token), "divide": budget / per_token}[rounding]
+        return t * per_token if returns_bytes else t
     return wrong
 
 
-_KV_MISTAKES = [
-    _Mistake(_gives(_kv(as_float=True)),
-             "the right number, as a float: a count of bytes is an int (multiply ints, or "
-             "int(...) at the end; / makes a float even when it divides exactly)"),
-    _Mistake(_gives(_kv(factor=1)),
-             "half the bytes: the cache holds a key AND a value for every head, layer and "
-             "token, hence the 2"),
-    _Mistake(_gives(_kv(heads="q")),
-             "counted with n_head: under grouped-query attention only n_kv_head heads of keys "
-             "and values are computed and cached, each shared by n_head / n_kv_head query "
-             "heads"),
-    _Mistake(_gives(_kv(heads="q", factor=1)),
-             "counted with n_head and without the 2: only n_kv_head heads are cached, and each "
-             "holds a key and a value"),
-    _Mistake(_gives(_kv(batch=False)),
-             "batch is missing: each of the batch's sequences has its own keys and values"),
-    _Mistake(_gives(_kv(seq=False)),
-             "that is the bytes of one token: multiply by seq_len, the tokens cached"),
-    _Mistake(_gives(lambda *a: 8 * _kv()(*a)),
-             "8 times too many: bytes_per_value is already in bytes (4 for float32, 2 for "
+def _right_as_float(got: Any, case: Sequence[Any]) -> bool:
+    return isinstance(got, float) and got == max_context(*case)
+
+
+_CTX_MISTAKES = [
+    _Mistake(_right_as_float,
+             "the right number, as a float: a context is a whole number of tokens, an int "
+             "(// instead of /, or int(...) of the floor)"),
+    _Mistake(_gives(_ctx(rounding="divide")),
+             "a float, budget / bytes per token: a context is a whole number of tokens, and "
+             "the fraction of a token does not fit. Round down: //"),
+    _Mistake(_gives_any(_ctx(rounding="ceil"), _ctx(rounding="round")),
+             "rounded up (ceil, or round() on a fraction of ½ or more): that many tokens of "
+             "cache take more than the budget (T · bytes per token > budget). The longest "
+             "context that fits is rounded down: //"),
+    _Mistake(_gives(_ctx(heads="q")),
+             "too short: the cache was counted with n_head. Under grouped-query attention only "
+             "n_kv_head heads of keys and values are cached, each shared by n_head / n_kv_head "
+             "query heads: that is what makes GQA's context longer"),
+    _Mistake(_gives(_ctx(factor=1)),
+             "twice too long: each token stores a key AND a value for every cached head and "
+             "layer, hence the 2"),
+    _Mistake(_gives(_ctx(batch=False)),
+             "batch times too long: each of the batch's sequences keeps its own cache, so one "
+             "more token of context costs batch times the bytes of one sequence's token"),
+    _Mistake(_gives(_ctx(bits=True)),
+             "8 times too short: bytes_per_value is already in bytes (4 for float32, 2 for "
              "bf16), not bits"),
+    _Mistake(_gives(_ctx(returns_bytes=True)),
+             "that is the bytes of the cache at the answer's context: return the number of "
+             "tokens, T, itself"),
 ]
 
 
-def check_kv_cache_bytes(fn: Callable[[int, int, int, int, int, int, int], int]) -> None:
-    """Check ``fn(n_layer, n_head, n_kv_head, head_dim, seq_len, batch, bytes_per_value)``,
-    the bytes of a KV cache, an ``int``: random configs with n_kv_head < n_head (grouped-query
-    attention) and one with n_kv_head = n_head, batches of 1 and 3 to 16 (never 2, which would
-    make a forgotten batch look like a forgotten 2), 4, 2 or 1 bytes a value,
-    and Llama-2 70B's published config (80 layers, 64 query and 8 key/value heads of 128).
+def check_max_context(fn: Callable[[int, int, int, int, int, int, int], int]) -> None:
+    """Check ``fn(n_layer, n_head, n_kv_head, head_dim, bytes_per_value, budget_bytes,
+    batch)``, the longest context whose KV cache fits the budget, an ``int``: random configs
+    with n_kv_head < n_head (grouped-query attention) and one with n_kv_head = n_head,
+    batches of 1 and 3 to 16 (never 2 or 8, which would make a forgotten batch look like a
+    forgotten 2, or bits), 4, 2 or 1 bytes a value; a budget of exactly T tokens, one byte
+    short of it, one short of a single token (0), then Llama-2 70B's and 7B's published
+    configs (Touvron et al. 2023) in bf16 with 20 GB for the cache.
 
     Example:
-        >>> check_kv_cache_bytes(kv_cache_bytes)
-        ✓ kv_cache_bytes: 8 case(s) match the reference
+        >>> check_max_context(max_context)
+        ✓ max_context: 11 case(s) match the reference
     """
-    require_function(fn, "kv_cache_bytes", function="my_kv_cache_bytes")
+    require_function(fn, "max_context", function="my_max_context")
     rng = random.Random(909)
     cases = []
     for i in range(6):
         n_kv = rng.choice([1, 2, 4])
         n_head = n_kv * (1 if i == 3 else rng.choice([3, 4, 6]))  # 8 would look like bits
+        batch = 1 if i == 4 else rng.choice([3, 4, 5, 6, 7, 9, 12, 16])
         cases.append((rng.randint(2, 48), n_head, n_kv, rng.choice([32, 64, 80, 128]),
-                      rng.randint(17, 8192), rng.randint(3, 16) if i != 4 else 1,
-                      rng.choice([4, 2, 1])))
-    cases += [(80, 64, 8, 128, 4096, 1, 2), (80, 64, 8, 128, 4096, 8, 2)]
-    _check(fn, kv_cache_bytes, cases, name="kv_cache_bytes", atol=0, rtol=0,
-           mistakes=_KV_MISTAKES,
-           hint="2 (a key and a value) · n_layer · n_kv_head · head_dim · seq_len · batch · "
-                "bytes_per_value, an int; n_head does not enter")
+                      rng.choice([4, 2, 1]), rng.randint(10**8, 10**11), batch))
+    per_token = 2 * 24 * 4 * 64 * 3 * 2  # bytes of a token for (24, 16, 4, 64, 2, ·, 3)
+    cases += [(24, 16, 4, 64, 2, 1000 * per_token, 3), (24, 16, 4, 64, 2, 1000 * per_token - 1, 3),
+              (24, 16, 4, 64, 2, per_token - 1, 3),
+              (80, 64, 8, 128, 2, 20 * 10**9, 8), (32, 32, 32, 128, 2, 20 * 10**9, 8)]
+    _check(fn, max_context, cases, name="max_context", atol=0, rtol=0, mistakes=_CTX_MISTAKES,
+           hint="bytes per token = 2 (a key and a value) · n_layer · n_kv_head · head_dim · "
+                "batch · bytes_per_value; T = budget_bytes // that, an int; n_head does not "
+                "enter")
 
 
 # ------------------------------------------------------------------------------ FLOPs

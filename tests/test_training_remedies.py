@@ -259,7 +259,7 @@ def test_training_with_checkpointing_takes_the_same_steps(stream):
 def test_checkpointing_is_refused_for_the_encoder_decoder(pairs):
     data, vocab = pairs
     with pytest.raises(ValueError, match="activation_checkpointing is implemented in the "
-                                         "GPT's forward only; got a Seq2Seq"):
+                                         "GPT's and the Llama's forward only; got a Seq2Seq"):
         train(seq2seq(vocab), data, data, replace(CFG, activation_checkpointing=True))
 
 

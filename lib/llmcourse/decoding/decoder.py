@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import Protocol
 
 import torch
@@ -23,7 +24,20 @@ from torch import nn
 
 from llmcourse.models.gpt import position_ids_from_mask
 
-__all__ = ["StepDecoder", "Decoder"]
+__all__ = ["StepDecoder", "Decoder", "model_device"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s weights (a GPT, a Llama, an int8 GPT whose matrices are
+    buffers: its first parameter or, failing that, buffer).
+
+    Example:
+        >>> model_device(nn.Linear(2, 2))
+        device(type='cpu')
+    """
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    raise ValueError(f"{type(model).__name__} holds no weights, so no device to run on")
 
 
 class StepDecoder(Protocol):
@@ -37,14 +51,16 @@ class StepDecoder(Protocol):
 
 
 class Decoder:
-    """Runs a GPT one step at a time for a batch of N sequences.
+    """Runs a decoder-only model (a GPT or a Llama) one step at a time for a batch of N
+    sequences.
 
     With a cache (the default) only the tokens not yet cached go through the model: the whole
     prompt at the first call (the prefill), then one token per call. Without a cache every
     call recomputes the whole sequence, the quadratic baseline the cache removes.
 
     Args:
-        model: a :class:`llmcourse.models.gpt.GPT`.
+        model: a :class:`llmcourse.models.gpt.GPT` or :class:`llmcourse.models.llama.Llama`:
+            anything with their ``forward`` and ``new_cache``.
         n: number of sequences (rows).
         prompt_len: length T of the (padded) prompts.
         max_len: the longest the sequences will get (prompt + new tokens).
@@ -56,7 +72,7 @@ class Decoder:
     def __init__(self, model: nn.Module, n: int, prompt_len: int, *, max_len: int,
                  attention_mask: torch.Tensor | None = None, use_cache: bool = True) -> None:
         self.model = model
-        device = model.transformer.wte.weight.device
+        device = model_device(model)
         self.cache = model.new_cache(n, max_len) if use_cache else None
         self.mask = self.positions = None
         if attention_mask is not None:

@@ -49,7 +49,7 @@ from torch import nn
 from llmcourse.core.torch_modes import eval_mode
 from llmcourse.core.validate import check_padding_mask, check_token_ids
 from llmcourse.decoding.beam import beam_search
-from llmcourse.decoding.decoder import Decoder, StepDecoder
+from llmcourse.decoding.decoder import Decoder, StepDecoder, model_device
 from llmcourse.decoding.processors import DecodingSettings, process_logits
 
 __all__ = ["generate", "decode_loop"]
@@ -128,7 +128,7 @@ def generate(
     """Continue each prompt of ``input_ids`` (B, T) by up to ``max_new_tokens`` tokens.
 
     Args:
-        model: a :class:`llmcourse.models.gpt.GPT`.
+        model: a :class:`llmcourse.models.gpt.GPT` or :class:`llmcourse.models.llama.Llama`.
         input_ids: (B, T) prompt ids; prompts of unequal length are padded on the LEFT
             (``[pad, pad, a, b]``, not ``[a, b, pad, pad]``), with ``attention_mask`` marking
             the padding; with a tokenizer, ask for ``padding_side="left"``.
@@ -169,7 +169,7 @@ def generate(
             end with it: probably right padding, which would be continued.
     """
     if not isinstance(model, nn.Module) or not hasattr(model, "new_cache"):
-        raise TypeError(f"model must be a llmcourse GPT, got {type(model).__name__}")
+        raise TypeError(f"model must be a llmcourse GPT or Llama, got {type(model).__name__}")
     cfg = model.config
     check_token_ids("input_ids", input_ids, cfg.vocab_size)
     if input_ids.shape[1] == 0:
@@ -192,7 +192,7 @@ def generate(
             f"the model's context block_size={cfg.block_size}; shorten the prompt to at most "
             f"{cfg.block_size - max_new_tokens} tokens or ask for fewer new tokens"
         )
-    device = model.transformer.wte.weight.device
+    device = model_device(model)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but the model on {device}; "
                          f"create it with torch.Generator(device={str(device)!r})")

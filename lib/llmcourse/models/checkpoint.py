@@ -14,6 +14,14 @@ A checkpoint is a folder that ``transformers.GPT2LMHeadModel.from_pretrained(fol
 the matrix once (as ``transformer.wte.weight``) and leave ``lm_head.weight`` out; GPT-2's config
 says ``tie_word_embeddings: true`` so ``transformers`` re-ties it on load, and so do we.
 
+**The Llama-style model** (:class:`~llmcourse.models.llama.Llama`, chapter 10) is written in
+``transformers``' Llama format: ``config.json`` a ``LlamaConfig`` (``model_type`` ``"llama"``,
+architectures ``LlamaForCausalLM``), the weights under its names, the embedding stored once
+when the output layer is tied (``tie_word_embeddings``). ``AutoModelForCausalLM.
+from_pretrained(folder)`` loads it; :func:`load_checkpoint` reads it back, and reads a
+``transformers`` Llama folder too, refusing configs with features the course does not
+implement (:func:`llmcourse.models.llama_hf.config_from_hf`).
+
 **The encoder–decoder** (:class:`~llmcourse.models.seq2seq.Seq2Seq`, chapter 06) has no
 ``transformers`` counterpart with the same layout; its folder holds the same files, with the
 course's own names and a ``config.json`` of ``model_type`` ``"llmcourse-seq2seq"`` (its
@@ -54,6 +62,9 @@ from safetensors.torch import load_file, save_file
 
 from llmcourse.core.files import recover_folder, report_full_disk, staging_folder
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.llama import Llama, LlamaConfig
+from llmcourse.models.llama_hf import config_from_hf, config_to_hf, from_hf_state_dict
+from llmcourse.models.llama_hf import to_hf_state_dict as llama_hf_state_dict
 from llmcourse.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 __all__ = ["MODEL_FILE", "CONFIG_FILE", "STATE_FILE", "save_checkpoint", "load_checkpoint",
@@ -81,8 +92,13 @@ def _check_tokenizer(tokenizer: Any, model_vocab: int) -> None:
                          "embedding; build the model with vocab_size >= the tokenizer's")
 
 
-def _serialize(model: GPT | Seq2Seq) -> tuple[dict[str, torch.Tensor], str]:
+def _serialize(model: GPT | Llama | Seq2Seq) -> tuple[dict[str, torch.Tensor], str]:
     """The tensors to store (each shared matrix once) and the config file's text."""
+    if isinstance(model, Llama):
+        tensors = llama_hf_state_dict(model)
+        if model.config.tie_embeddings:
+            tensors.pop(_TIED)  # = model.embed_tokens.weight, stored once (as save_pretrained)
+        return tensors, config_to_hf(model.config).to_json_string()
     if isinstance(model, Seq2Seq):
         tensors = dict(model.state_dict())
         tensors.pop(_TIED)  # = tgt_embed.weight
@@ -99,7 +115,7 @@ def _serialize(model: GPT | Seq2Seq) -> tuple[dict[str, torch.Tensor], str]:
 
 def save_checkpoint(
     folder: str | os.PathLike,
-    model: GPT | Seq2Seq,
+    model: GPT | Llama | Seq2Seq,
     *,
     tokenizer: Any = None,
     training_state: Mapping[str, Any] | None = None,
@@ -107,12 +123,13 @@ def save_checkpoint(
     extra_files: Mapping[str, bytes | str] | None = None,
 ) -> Path:
     """Write ``model`` (and optionally its tokenizer, training state and extra files such as a
-    README) as a Hugging Face GPT-2 checkpoint in ``folder``, replacing it atomically.
+    README) as a Hugging Face checkpoint (GPT-2's or Llama's format) in ``folder``, replacing
+    it atomically.
 
     Args:
         folder: the checkpoint folder; its parent is created if needed.
-        model: a course :class:`~llmcourse.models.gpt.GPT` (pre-LN with biases, as GPT-2) or
-            :class:`~llmcourse.models.seq2seq.Seq2Seq`.
+        model: a course :class:`~llmcourse.models.gpt.GPT` (pre-LN with biases, as GPT-2),
+            :class:`~llmcourse.models.llama.Llama` or :class:`~llmcourse.models.seq2seq.Seq2Seq`.
         tokenizer: anything with ``save(folder)`` (ByteLevelBPE, CharTokenizer), or None.
         training_state: a dict of tensors, numbers, strings, lists and dicts, saved with
             ``torch.save`` and read back with ``torch.load(weights_only=True)``.
@@ -123,8 +140,9 @@ def save_checkpoint(
     Returns:
         The folder.
     """
-    if not isinstance(model, (GPT, Seq2Seq)):
-        raise TypeError(f"model must be a llmcourse GPT or Seq2Seq, got {type(model).__name__}")
+    if not isinstance(model, (GPT, Llama, Seq2Seq)):
+        raise TypeError(f"model must be a llmcourse GPT, Llama or Seq2Seq, got "
+                        f"{type(model).__name__}")
     if dtype not in _STORE_DTYPES:
         raise ValueError(f"dtype must be one of {_STORE_DTYPES}, got {dtype}")
     if training_state is not None and dtype != torch.float32:
@@ -171,7 +189,7 @@ def is_checkpoint(folder: str | os.PathLike) -> bool:
     return (folder / MODEL_FILE).is_file() and (folder / CONFIG_FILE).is_file()
 
 
-def _read_config(path: Path) -> GPTConfig | Seq2SeqConfig:
+def _read_config(path: Path) -> GPTConfig | LlamaConfig | Seq2SeqConfig:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -182,9 +200,15 @@ def _read_config(path: Path) -> GPTConfig | Seq2SeqConfig:
             return Seq2SeqConfig(**raw)
         except TypeError as err:
             raise ValueError(f"{path}: not a Seq2SeqConfig ({err})") from None
+    if isinstance(raw, dict) and raw.get("model_type") == "llama":
+        try:
+            return config_from_hf(raw)  # refuses what the course does not implement
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
         got = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{path}: expected a GPT-2 config (model_type 'gpt2'), got {got!r}")
+        raise ValueError(f"{path}: expected a GPT-2 or Llama config (model_type 'gpt2' or "
+                         f"'llama'), got {got!r}")
     try:
         config = GPTConfig.from_hf(types.SimpleNamespace(**raw))
     except AttributeError as err:
@@ -195,14 +219,16 @@ def _read_config(path: Path) -> GPTConfig | Seq2SeqConfig:
 
 
 def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "cpu"
-                    ) -> tuple[GPT | Seq2Seq, dict[str, Any] | None]:
+                    ) -> tuple[GPT | Llama | Seq2Seq, dict[str, Any] | None]:
     """Read a checkpoint written by :func:`save_checkpoint` (or by ``save_pretrained`` of a
-    ``GPT2LMHeadModel`` of the course's shape).
+    ``GPT2LMHeadModel`` of the course's shape, or of a ``LlamaForCausalLM`` without the
+    features the course leaves out).
 
     The tokenizer is read separately, by :func:`llmcourse.text.load.load_tokenizer`.
 
     Returns:
-        ``(model, training_state)``: a float32 GPT (or Seq2Seq) in eval mode on ``device``;
+        ``(model, training_state)``: a float32 GPT (or Llama, or Seq2Seq) in eval mode on
+        ``device``;
         the training state dict, or None when the folder has none.
     """
     folder = recover_folder(folder)
@@ -231,6 +257,11 @@ def load_checkpoint(folder: str | os.PathLike, *, device: str | torch.device = "
             raise ValueError(f"{folder / MODEL_FILE} does not fit {config}: missing "
                              f"{missing[:3]}, unexpected {unexpected[:3]}")
         model = model.to(device).eval()
+    elif isinstance(config, LlamaConfig):
+        try:
+            model = from_hf_state_dict(tensors, config).to(device).eval()
+        except ValueError as err:
+            raise ValueError(f"{folder / MODEL_FILE}: {err}") from None
     else:
         model = GPT.from_hf_state_dict(tensors, config).to(device).eval()
     state = None

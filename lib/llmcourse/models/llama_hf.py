@@ -142,6 +142,10 @@ def config_from_hf(hf_config: Any) -> LlamaConfig:
         raise ValueError(f"unsupported feature: hidden_act={act!r}; the course's SwiGLU uses "
                          "SiLU")
     theta = _rope_theta(hf_config)
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "max_position_embeddings"):
+        if _get(hf_config, name) is None:
+            raise ValueError(f"not a usable Llama config: it has no {name}")
     try:
         hidden, heads = _get(hf_config, "hidden_size"), _get(hf_config, "num_attention_heads")
         head_dim = _get(hf_config, "head_dim")

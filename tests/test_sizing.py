@@ -11,6 +11,7 @@ the formulas count the same products, so forward passes agree to the FLOP.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -47,7 +48,7 @@ def _hf_llama(shape: ModelShape):
     cfg = LlamaConfig(vocab_size=shape.vocab_size, hidden_size=shape.d_model,
                       intermediate_size=shape.ff, num_attention_heads=shape.n_head,
                       num_key_value_heads=shape.kv_heads, num_hidden_layers=shape.n_layer,
-                      max_position_embeddings=shape.context, tie_word_embeddings=False)
+                      max_position_embeddings=shape.context, tie_word_embeddings=shape.tied)
     return LlamaForCausalLM(cfg)
 
 
@@ -83,6 +84,29 @@ def test_random_llama_shapes_with_gqa_equal_transformers():
         with torch.device("meta"):
             model = _hf_llama(shape)
         assert sizing.parameters(shape) == sum(p.numel() for p in model.parameters()), shape
+
+
+def test_random_llama_shapes_with_a_tied_output_layer_equal_transformers():
+    rng = random.Random(10)
+    for _ in range(4):
+        shape = replace(_random_llama_shape(rng), tie_embeddings=True)
+        with torch.device("meta"):
+            model = _hf_llama(shape)
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        assert sizing.parameters(shape) == sum(p.numel() for p in model.parameters()), shape
+        untied = replace(shape, tie_embeddings=False)
+        assert sizing.parameters(untied) - sizing.parameters(shape) == shape.vocab_size * \
+            shape.d_model
+        assert sizing.matmul_parameters(untied) == sizing.matmul_parameters(shape)
+
+
+def test_tied_is_each_styles_own_unless_said():
+    s = PUBLISHED["llama2-7b"]
+    assert not s.tied and PUBLISHED["gpt2"].tied and replace(s, tie_embeddings=True).tied
+    with pytest.raises(ValueError, match="tied output layer"):
+        replace(PUBLISHED["gpt2"], tie_embeddings=False)
+    with pytest.raises(TypeError, match="tie_embeddings must be True, False or None"):
+        replace(s, tie_embeddings=1)
 
 
 @pytest.mark.parametrize("name", sorted(sizing.PAPER_PARAMETERS))

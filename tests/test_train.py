@@ -557,8 +557,11 @@ def test_load_refuses_what_is_not_a_checkpoint(bpe, tmp_path):
     save_checkpoint(tmp_path / "ck", bpe_model(bpe))
     cfg_path = tmp_path / "ck" / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg_path.write_text(json.dumps(cfg | {"model_type": "llama"}))
-    with pytest.raises(ValueError, match="expected a GPT-2 config"):
+    cfg_path.write_text(json.dumps(cfg | {"model_type": "bert"}))
+    with pytest.raises(ValueError, match="expected a GPT-2 or Llama config"):
+        load_checkpoint(tmp_path / "ck")
+    cfg_path.write_text(json.dumps(cfg | {"model_type": "llama"}))  # GPT-2's fields
+    with pytest.raises(ValueError, match="not a usable Llama config: it has no hidden_size"):
         load_checkpoint(tmp_path / "ck")
     cfg_path.write_text(json.dumps(cfg))
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"not safetensors")

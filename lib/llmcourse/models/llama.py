@@ -146,6 +146,14 @@ class LlamaBlock(nn.Module):
     with RoPE, and a SwiGLU MLP:
 
         x = x + Attention(RMSNorm₁(x));   x = x + SwiGLU(RMSNorm₂(x))
+
+    Example:
+        >>> from llmcourse.nn.positional import rope_cos_sin
+        >>> cfg = LlamaConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_kv_head=1,
+        ...                   n_embd=8, d_ff=16)
+        >>> cos, sin = rope_cos_sin(cfg.head_dim, 8)
+        >>> LlamaBlock(cfg)(torch.randn(2, 5, 8), cos[:5], sin[:5]).shape
+        torch.Size([2, 5, 8])
     """
 
     def __init__(self, config: LlamaConfig) -> None:
@@ -177,6 +185,17 @@ class Llama(nn.Module):
     Initialisation is the course GPT's (normal, std 0.02; the two projections into the
     residual stream, ``o_proj`` and ``down_proj``, scaled by 1/√(2·n_layer)), so that a
     side-by-side training run changes the architecture only.
+
+    Example:
+        >>> cfg = LlamaConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_kv_head=1,
+        ...                   n_embd=16, d_ff=32, tie_embeddings=True)
+        >>> model = Llama(cfg)
+        >>> model.lm_head.weight is model.model.embed_tokens.weight      # tied: one matrix
+        True
+        >>> x = torch.randint(0, 50, (2, 6))
+        >>> logits, loss = model(x, targets=x)
+        >>> logits.shape, loss.item() > 0
+        (torch.Size([2, 6, 50]), True)
     """
 
     activation_checkpointing: bool = False  # see the GPT's docstring
@@ -211,7 +230,14 @@ class Llama(nn.Module):
         return n
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty :class:`KVCache` for this model: ``n_kv_head`` heads per layer."""
+        """An empty :class:`KVCache` for this model: ``n_kv_head`` heads per layer.
+
+        Example:
+            >>> cfg = LlamaConfig(vocab_size=10, block_size=8, n_layer=2, n_head=4,
+            ...                   n_kv_head=2, n_embd=16, d_ff=16)
+            >>> Llama(cfg).new_cache(3).k.shape         # (n_layer, B, n_kv_head, T, head_dim)
+            torch.Size([2, 3, 2, 8, 4])
+        """
         c = self.config
         p = self.model.embed_tokens.weight
         return KVCache(c.n_layer, batch_size, c.n_kv_head, max_len or c.block_size,

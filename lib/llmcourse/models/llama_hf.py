@@ -221,7 +221,16 @@ def from_hf_state_dict(state_dict: Mapping[str, torch.Tensor], config: LlamaConf
 
 def to_hf(model: Llama) -> Any:
     """An equivalent ``transformers.LlamaForCausalLM`` holding copies of ``model``'s weights,
-    in eval mode."""
+    in eval mode.
+
+    Example:
+        >>> from llmcourse.models.llama import Llama, LlamaConfig
+        >>> model = Llama(LlamaConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2,
+        ...                           n_embd=8, d_ff=16)).eval()
+        >>> hf, x = to_hf(model), torch.randint(0, 32, (1, 5))
+        >>> torch.allclose(hf(x).logits, model(x)[0], atol=1e-6)
+        True
+    """
     from transformers import LlamaForCausalLM  # seconds to import: interop only
 
     sd = to_hf_state_dict(model)
@@ -234,6 +243,15 @@ def to_hf(model: Llama) -> Any:
 
 
 def from_hf(hf_model: Any) -> Llama:
-    """Copy a ``transformers.LlamaForCausalLM`` into a course Llama (config checked first)."""
+    """Copy a ``transformers.LlamaForCausalLM`` into a course Llama (config checked first).
+
+    Example:
+        >>> from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+        >>> hf = LlamaForCausalLM(HFConfig(vocab_size=32, hidden_size=8, intermediate_size=16,
+        ...     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        ...     max_position_embeddings=8))
+        >>> from_hf(hf).config.n_kv_head
+        1
+    """
     config = config_from_hf(hf_model.config)
     return from_hf_state_dict(hf_model.state_dict(), config)

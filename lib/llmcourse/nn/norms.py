@@ -120,6 +120,11 @@ class RMSNorm(nn.Module):
 
     ``eps`` defaults to 1e-5, Llama 2's ``rms_norm_eps`` (``torch.nn.RMSNorm`` would default to
     the dtype's machine epsilon, ``transformers``' ``LlamaConfig`` to 1e-6).
+
+    Example:
+        >>> norm, x = RMSNorm(3), torch.tensor([[2.0, -2.0, 4.0]])
+        >>> torch.allclose(norm(x), torch.nn.RMSNorm(3, eps=1e-5)(x))
+        True
     """
 
     def __init__(self, dim: int, *, eps: float = 1e-5) -> None:

@@ -86,7 +86,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> None:
 def test_oracle_ours_to_hf_logits_match(name):
     cfg = CONFIGS[name]
     ours = _ours(cfg)
-    hf = ours.to_hf()
+    hf = llama_hf.to_hf(ours)
     x = _ids(cfg, 3, cfg.block_size)
     with torch.no_grad():
         logits = ours(x)[0]
@@ -98,7 +98,7 @@ def test_oracle_ours_to_hf_logits_match(name):
 def test_oracle_hf_to_ours_logits_match(name):
     cfg = CONFIGS[name]
     hf = _hf(cfg, seed=3)
-    ours = Llama.from_hf(hf).eval()
+    ours = llama_hf.from_hf(hf).eval()
     assert ours.config == cfg
     x = _ids(cfg, 2, 19, seed=4)
     with torch.no_grad():
@@ -161,7 +161,7 @@ def _left_padded(cfg: LlamaConfig, t: int = 12):
 def test_oracle_padded_batch_matches_hf_on_real_positions(name):
     cfg = CONFIGS[name]
     ours = _ours(cfg)
-    hf = ours.to_hf()
+    hf = llama_hf.to_hf(ours)
     ids, mask = _left_padded(cfg)
     pos = _hf_positions(mask)
     with torch.no_grad():
@@ -179,7 +179,7 @@ def test_oracle_padded_batch_matches_hf_on_real_positions(name):
 def test_cache_prefix_then_steps_equals_uncached_and_hf(name):
     cfg = CONFIGS[name]
     ours = _ours(cfg)
-    hf = ours.to_hf()
+    hf = llama_hf.to_hf(ours)
     x = _ids(cfg, 2, 20, seed=6)
     cache = ours.new_cache(2)
     assert cache.k.shape == (cfg.n_layer, 2, cfg.n_kv_head, cfg.block_size, cfg.head_dim)
@@ -196,7 +196,7 @@ def test_cache_prefix_then_steps_equals_uncached_and_hf(name):
 def test_cache_with_left_padding_matches_hf():
     cfg = CONFIGS["gqa-tied"]
     ours = _ours(cfg)
-    hf = ours.to_hf()
+    hf = llama_hf.to_hf(ours)
     ids, mask = _left_padded(cfg)
     full_mask = torch.cat([mask, torch.ones(3, 3, dtype=torch.long)], 1)
     more = _ids(cfg, 3, 3, seed=7)
@@ -212,7 +212,7 @@ def test_cache_with_left_padding_matches_hf():
 def test_oracle_loss_and_gradients_match_hf():
     cfg = CONFIGS["gqa-tied"]
     ours = _ours(cfg).train()
-    hf = ours.to_hf().train()
+    hf = llama_hf.to_hf(ours).train()
     x = _ids(cfg, 2, 16, seed=8)
     targets = x[:, 1:].clone()
     targets[0, :3] = -100
@@ -307,7 +307,7 @@ BUGS = {
 def test_a_deliberate_bug_fails_the_oracle(bug, monkeypatch):
     cfg = CONFIGS["gqa-tied"]
     ours = _ours(cfg)
-    hf = ours.to_hf()
+    hf = llama_hf.to_hf(ours)
     x = _ids(cfg, 2, 24)
     with torch.no_grad():
         theirs = hf(x).logits
@@ -324,7 +324,7 @@ def test_the_harness_of_the_kv_bug_passes_the_right_expansion(monkeypatch):
     ours = _ours(cfg)
     x = _ids(cfg, 2, 24)
     with torch.no_grad():
-        theirs = ours.to_hf()(x).logits
+        theirs = llama_hf.to_hf(ours)(x).logits
         monkeypatch.setattr(grouped_query, "F", _SDPAWith(repeat_kv))
         _close(ours(x)[0], theirs)
 
@@ -447,7 +447,7 @@ def test_from_hf_refuses_a_transformers_model_with_scaled_rope():
     hf_cfg = llama_hf.config_to_hf(BASE)
     hf_cfg.rope_parameters = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}
     with pytest.raises(ValueError, match="RoPE scaling"):
-        Llama.from_hf(LlamaForCausalLM(hf_cfg))
+        llama_hf.from_hf(LlamaForCausalLM(hf_cfg))
 
 
 @pytest.fixture(scope="module")

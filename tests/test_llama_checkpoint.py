@@ -74,7 +74,7 @@ def test_load_checkpoint_reads_it_back_exactly(tmp_path, tied):
 
 
 def test_load_checkpoint_reads_a_transformers_folder(tmp_path):
-    hf = _model(CFG).to_hf()
+    hf = llama_hf.to_hf(_model(CFG))
     hf.save_pretrained(tmp_path / "hf")
     loaded, state = load_checkpoint(tmp_path / "hf")
     assert state is None and loaded.config == CFG

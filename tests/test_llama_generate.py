@@ -14,6 +14,7 @@ import torch
 
 from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
+from llmcourse.models import llama_hf
 from llmcourse.models.llama import Llama, LlamaConfig
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers", "one_thread")
@@ -42,7 +43,7 @@ def _random_llama(cfg: LlamaConfig, seed: int) -> Llama:
 
 
 def _hf_copy(model: Llama):
-    hf = model.to_hf()
+    hf = llama_hf.to_hf(model)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):  # only what a test passes
         setattr(hf.generation_config, name, None)
     return hf

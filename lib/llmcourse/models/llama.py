@@ -20,7 +20,8 @@ output layer tied             untied (tying optional)
 ============================  ==============================  ================================
 
 Parameter names are ``transformers``' (``model.layers.0.self_attn.q_proj.weight`` …), so the
-state dict converts by checking names and shapes only.
+state dict converts by checking names and shapes only: :mod:`llmcourse.models.llama_hf`
+(``to_hf(model)``, ``from_hf(hf_model)``, the config and the state dict both ways).
 
 Example:
     >>> cfg = LlamaConfig(vocab_size=100, block_size=16, n_layer=2, n_head=4, n_kv_head=2,
@@ -313,19 +314,3 @@ class Llama(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
                                    ignore_index=-100)
         return logits, loss
-
-    # --- Hugging Face interop (the code is in llmcourse.models.llama_hf) -------------------
-
-    def to_hf(self) -> Any:
-        """An equivalent ``transformers.LlamaForCausalLM`` holding copies of these weights."""
-        from llmcourse.models import llama_hf  # it imports this module
-
-        return llama_hf.to_hf(self)
-
-    @classmethod
-    def from_hf(cls, hf_model: Any) -> Llama:
-        """Copy a ``transformers.LlamaForCausalLM`` into a course Llama, refusing what the
-        course does not implement (see :func:`llmcourse.models.llama_hf.config_from_hf`)."""
-        from llmcourse.models import llama_hf
-
-        return llama_hf.from_hf(hf_model)

@@ -204,7 +204,8 @@ def _read_config(path: Path) -> GPTConfig | LlamaConfig | Seq2SeqConfig:
         try:
             return config_from_hf(raw)  # refuses what the course does not implement
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise ValueError(f"{path}: a config of model_type 'llama' that the course cannot "
+                             f"use: {err}") from None
     if not isinstance(raw, dict) or raw.get("model_type") != "gpt2":
         got = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(f"{path}: expected a GPT-2 or Llama config (model_type 'gpt2' or "

@@ -203,21 +203,23 @@ def main() -> None:
               f"{s} {r['nanoGPT-style']:.2f}x" for s, r in results.items()) + ")")
 
 
-def bench_bf16(rounds: int = 5, steps: int = 8, loss_steps: int = 150) -> float:
+def bench_bf16(steps: int = 150, chunk_steps: int = 10) -> float:
     """bf16 autocast (float32 master weights) against float32 at the 6L/4H/256 shape of the
-    ``course-cpu`` preset, on characters of the Shakespeare training works: the step-time
-    ratio (alternating rounds, median), then the held-out loss of both after the same short
-    run from the same weights (``train`` with ``dtype="bf16"`` vs ``"fp32"``; evaluated in
-    float32 on the first 20,000 characters of the held-out works). Returns the speed-up.
-    """
-    # Imported here, not at the top: this function is self-contained, added to a file that
-    # another part of the project owns.
-    from dataclasses import replace
+    ``course-cpu`` preset, on characters of the Shakespeare training works, measured by
+    :func:`llmcourse.training.precision_compare.compare_dtypes`: one model per dtype from the
+    same weights, trained on the same batches in alternating chunks of ``chunk_steps`` steps
+    (``train`` with ``dtype="bf16"`` vs ``"fp32"``); the median step time of each, then the
+    held-out loss of both after the same ``steps`` (evaluated in float32 on the first 20,000
+    characters of the held-out works). Returns the speed-up (fp32 step time / bf16's).
 
+    Chapter 09's committed numbers (BPE tokens, the same shape) come from
+    ``python -m llmcourse.training.precision_compare --out data/results/bf16_vs_fp32.json``.
+    """
+    # Imported here, not at the top: the rest of this file needs none of it.
     from llmcourse.text.chars import CharTokenizer
     from llmcourse.text.corpus import load_works, split_works, token_stream
-    from llmcourse.training.loop import evaluate_stream, train
-    from llmcourse.training.precision import autocast, fast_bf16
+    from llmcourse.training.precision import fast_bf16
+    from llmcourse.training.precision_compare import compare_dtypes, summary
 
     fast, why = fast_bf16("cpu")
     print(f"[bf16] {why}" + ("" if fast else " -- expect no speed-up"))
@@ -228,57 +230,25 @@ def bench_bf16(rounds: int = 5, steps: int = 8, loss_steps: int = 150) -> float:
     n_layer, n_head, n_embd, block, batch = 6, 4, 256, 128, 8
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=block, n_layer=n_layer,
                        n_head=n_head, n_embd=n_embd, dropout=0.0)
-    cfg = TrainConfig(max_steps=loss_steps, batch_size=batch, block_size=block,
-                      learning_rate=1e-3, min_lr=1e-4, warmup_steps=20,
-                      eval_interval=loss_steps, eval_batches=2, progress=False)
-
-    # Step time: one model and optimizer per dtype, the same batches, alternating rounds.
-    torch.manual_seed(0)
-    models = {"fp32": GPT(config).train()}
-    models["bf16"] = GPT(config).train()
-    models["bf16"].load_state_dict(models["fp32"].state_dict())
-    optimizers = {dt: configure_optimizer(m, cfg) for dt, m in models.items()}
-    gen = torch.Generator().manual_seed(1)
-    batches = [get_batch(train_ids, batch, block, gen) for _ in range(steps)]
-
-    def run(dt: str) -> float:
-        t0 = time.perf_counter()
-        for x, y in batches:
-            with autocast(dt, "cpu"):
-                _, loss = models[dt](x, y)
-            optimizers[dt].zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(models[dt].parameters(), cfg.grad_clip)
-            optimizers[dt].step()
-        return (time.perf_counter() - t0) / steps
-
-    for dt in models:  # warm-up (first-call allocations, oneDNN kernel choice)
-        run(dt)
-    times: dict[str, list[float]] = {dt: [] for dt in models}
-    for r in range(rounds):
-        for dt in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            times[dt].append(run(dt))
-    ratios = [a / b for a, b in zip(times["fp32"], times["bf16"], strict=True)]
-    speedup = statistics.median(ratios)
+    cfg = TrainConfig(max_steps=steps, batch_size=batch, block_size=block,
+                      learning_rate=1e-3, min_lr=1e-4, warmup_steps=steps // 10,
+                      eval_interval=chunk_steps, eval_batches=1, progress=False)
+    runs = compare_dtypes(config, cfg, train_ids, val_ids, val_ids, chunk_steps=chunk_steps)
+    s = summary(runs["fp32"], runs["bf16"])
+    per_chunk = [a / b for a, b in zip(runs["fp32"]["step_seconds"],
+                                       runs["bf16"]["step_seconds"], strict=True)]
     print(f"[bf16] {n_layer} layers, {n_head} heads, width {n_embd}, block {block}, batch "
-          f"{batch}, vocab {tok.vocab_size}: step {statistics.median(times['fp32']) * 1e3:.0f} ms"
-          f" fp32, {statistics.median(times['bf16']) * 1e3:.0f} ms bf16; bf16/fp32 step time "
-          f"{1 / speedup:.3f} ({speedup:.2f}x faster; per round {min(ratios):.2f}-"
-          f"{max(ratios):.2f}x, {rounds} rounds of {steps} steps)")
-
-    # Held-out loss after the same short run, from the same weights.
-    losses = {}
-    for dt in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        model = GPT(config)
-        train(model, train_ids, val_ids, replace(cfg, dtype=dt))
-        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
-        losses[dt] = evaluate_stream(model, val_ids, block_size=block)[0]
-    gap = (losses["bf16"] - losses["fp32"]) / losses["fp32"]
-    print(f"[bf16] held-out loss after {loss_steps} steps: fp32 {losses['fp32']:.4f}, bf16 "
-          f"{losses['bf16']:.4f} nats/char ({gap:+.2%}; " +
+          f"{batch}, vocab {tok.vocab_size}: step {runs['fp32']['median_step_seconds'] * 1e3:.0f}"
+          f" ms fp32, {runs['bf16']['median_step_seconds'] * 1e3:.0f} ms bf16; bf16/fp32 step "
+          f"time {s['step_time_ratio']:.3f} ({s['speedup']:.2f}x faster; per chunk "
+          f"{min(per_chunk):.2f}-{max(per_chunk):.2f}x, {len(per_chunk)} chunks of "
+          f"{chunk_steps} steps)")
+    loss = {dt: run["val_nats_per_token"] for dt, run in runs.items()}
+    gap = s["relative_gap"]
+    print(f"[bf16] held-out loss after {steps} steps: fp32 {loss['fp32']:.4f}, bf16 "
+          f"{loss['bf16']:.4f} nats/char ({gap:+.2%}; " +
           ("within 1%)" if abs(gap) < 0.01 else "MORE than 1% apart)"))
-    return speedup
+    return s["speedup"]
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 import llmcourse.course.gpt2 as gpt2
 from llmcourse.core import files
 from llmcourse.course.gpt2 import course_checkpoint, hub_reachable, load_gpt2
-from llmcourse.models.checkpoint import load_checkpoint
+from llmcourse.models.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from llmcourse.text.bpe import ByteLevelBPE
 from llmcourse.text.load import load_tokenizer
 
@@ -203,6 +204,38 @@ def test_unknown_tensor_and_other_models_refused(checkpoint, tmp_path):
     (bad / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="model.safetensors"):
         load_gpt2(bad)
+
+
+def test_valid_folders_of_other_models_refused(checkpoint, tmp_path, monkeypatch):
+    """A Llama folder written by transformers' own save_pretrained, and the course's
+    encoder-decoder, are valid checkpoints (load_checkpoint reads them) but not GPT-2:
+    load_gpt2 says what it found and what it expects, directly and as the fallback."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder, _, tok = checkpoint
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32))
+    llama_folder = tmp_path / "tiny-llama"
+    llama.save_pretrained(llama_folder)
+    tok.save(llama_folder)
+    assert type(load_checkpoint(llama_folder)[0]).__name__ == "Llama"  # a usable folder
+    expected = r"tiny-llama holds a Llama-style model \(config.json model_type 'llama'\), " \
+               r"not GPT-2: load_gpt2 loads a GPT-2-format checkpoint \(config.json " \
+               r"model_type 'gpt2'\).*load_checkpoint"
+    with pytest.raises(ValueError, match=expected):
+        load_gpt2(llama_folder)
+    monkeypatch.setattr(gpt2, "hub_reachable", lambda timeout: (False, "offline"))
+    with pytest.raises(ValueError, match=expected):
+        load_gpt2("gpt2", fallback=llama_folder)
+
+    seq2seq_folder = save_checkpoint(tmp_path / "tiny-seq2seq", Seq2Seq(Seq2SeqConfig(
+        src_vocab_size=20, tgt_vocab_size=20, n_head=2, n_embd=16, ffn_hidden=32)))
+    with pytest.raises(ValueError, match=r"tiny-seq2seq holds an encoder-decoder .*"
+                                         r"'llmcourse-seq2seq'\), not GPT-2"):
+        load_gpt2(seq2seq_folder)
+    assert isinstance(load_gpt2(folder)[0], GPT)  # the GPT-2 folder beside them still loads
 
 
 def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):

@@ -103,7 +103,15 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
 
 
 def _load_folder(folder: Path) -> tuple[GPT, Any]:
-    model, _ = load_checkpoint(folder)
+    model, _ = load_checkpoint(folder)  # a GPT, or a Llama or Seq2Seq from its config.json
+    if not isinstance(model, GPT):
+        kind = {"Llama": "a Llama-style model (config.json model_type 'llama')",
+                "Seq2Seq": "an encoder-decoder (config.json model_type 'llmcourse-seq2seq')"
+                }.get(type(model).__name__, type(model).__name__)
+        raise ValueError(f"{shown(folder)} holds {kind}, not GPT-2: load_gpt2 loads a "
+                         "GPT-2-format checkpoint (config.json model_type 'gpt2') into the "
+                         "course GPT; read this folder with "
+                         "llmcourse.models.checkpoint.load_checkpoint")
     tokenizer = load_tokenizer(folder)
     if tokenizer is None:
         tokenizer = _hf_tokenizer(folder)

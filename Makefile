@@ -31,7 +31,7 @@ case " $(SUPPORTED_PYTHONS) " in *" $$v "*) ;; *) \
 endef
 
 .PHONY: setup assets test test-lib test-notebooks test-online lint lab exercises bench \
-	check-install clean
+	check-install book test-book clean
 
 setup: $(STAMP) $(LAB_SETTINGS)
 
@@ -64,7 +64,7 @@ assets: setup
 	$(PY) -m llmcourse.core.assets fetch
 
 lint: setup
-	$(PY) -m ruff check lib tests notebooks benchmarks
+	$(PY) -m ruff check lib tests notebooks benchmarks book
 	$(VENV)/bin/lint-imports --no-logo --no-cache pyproject.toml
 
 test-lib: assets
@@ -88,6 +88,19 @@ lab: assets
 exercises: setup
 	$(PY) -m llmcourse.course.exercises notebooks exercises
 
+# The course as a static HTML book, from the committed notebooks (never re-executed), the glossary
+# and the FAQ; Sphinx's configuration is book/conf.py. Built afresh each time (about 20 s).
+BOOK := _build/book
+book: setup
+	rm -rf $(BOOK)/html $(BOOK)/doctrees
+	$(PY) -m sphinx -b html -c book -d $(BOOK)/doctrees -W --keep-going -q . $(BOOK)/html
+	@echo "The book: $(BOOK)/html/index.html"
+
+# Every page of the book in headless Chromium (Debian's chromium and chromium-driver; .ci/run
+# installs them when they are missing), served from 127.0.0.1. Screenshots: $(BOOK)/screenshots.
+test-book: book
+	$(PY) -m pytest -p no:cacheprovider -s book/test_book.py $(PYTEST_ARGS)
+
 # Resolve the whole lock against PyPI alone (no local wheel folder, no pip configuration), for
 # every supported Python: metadata only, under a minute. Needs the registry, so CI runs it, not
 # `make test`.
@@ -98,4 +111,4 @@ bench: assets
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) data/cache exercises
+	rm -rf $(VENV) data/cache exercises $(BOOK)

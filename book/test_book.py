@@ -24,6 +24,7 @@ import functools
 import json
 import re
 import shutil
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -51,6 +52,13 @@ MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home)/")
 class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A browser leaving a page may drop a download half-way: not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -196,7 +204,7 @@ def ids_of(file: Path) -> frozenset[str]:
 def served(site: Path):
     """Serve ``site`` on 127.0.0.1 (a free port) while the block runs; yields the base URL."""
     handler = functools.partial(QuietHandler, directory=str(site))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -282,8 +290,10 @@ def book():
 
 def test_book_in_a_real_browser(book):
     _, pages, problems, counts = book
-    print("\nbook: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-          + f" checked; first-screen screenshots in {SHOTS.relative_to(ROOT)}/")
+    external = counts.pop("external links")
+    print("\nbook: checked " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + f" ({external} links to other sites, not followed); first-screen screenshots in "
+          f"{SHOTS.relative_to(ROOT)}/")
     assert counts["pages"] >= len(CHAPTERS) + 3, f"only {sorted(pages)} were built"
     assert not problems, "\n".join(problems)
     assert counts["figures"] and counts["formulas"] and counts["anchors"], "nothing was checked"

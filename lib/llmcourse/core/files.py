@@ -183,8 +183,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
         >>> target = Path(tempfile.mkdtemp()) / "x.txt"
         >>> with atomic_file(target) as f:
         ...     _ = f.write("done")
-        >>> target.read_text()
-        'done'
+        >>> target.read_text(), oct(target.stat().st_mode & 0o777)
+        ('done', '0o644')
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -193,6 +193,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
             yield f
             f.flush()
             os.fsync(f.fileno())  # a full disk can first show here (delayed allocation)
+        os.chmod(tmp, 0o644)  # mkstemp makes a private file; what replaces path is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,6 +6,15 @@ matrix-vector product reads fastest (``llmcourse.nn.linear``).
 
     python benchmarks/bench_generate.py                 # the full table (a few minutes)
     python benchmarks/bench_generate.py --quick         # fewer tokens, for a smoke test
+    python benchmarks/bench_generate.py --llama-only    # the Llama-style model's part only
+
+The Llama-style model (``llmcourse.models.llama``, chapter 10) is measured on a 124M-class
+shape with random weights: batch-1 greedy decoding against ``transformers``'
+``LlamaForCausalLM.generate`` on the same weights, in interleaved rounds compared by the median
+of the per-round ratios; then grouped-query attention (n_kv_head = n_head / 4) against full
+multi-head attention at 512 tokens of context: the bytes the KV cache holds per token, and the
+decoding speed after a 512-token prompt. Its goal (>= 1.25x transformers) is called met only
+when every round reaches it, NOT met when none does, and undecided when noise decides.
 
 Why a bandwidth bound: decoding one token for one sequence multiplies a vector by every
 weight matrix once. That is ~2 FLOPs per weight but 4 bytes (fp32) to read per weight, and a
@@ -22,16 +31,32 @@ import argparse
 import contextlib
 import io
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.llama import Llama, LlamaConfig
 from llmcourse.nn.linear import input_major
 
 GOAL_VS_HF, GOAL_BOUND, GOAL_CACHE = 1.25, 0.75, 5.0
+GOAL_LLAMA_VS_HF = 1.25
+
+# The Llama-style model's shape: GPT-2 124M's depth, width and heads, with Llama's own
+# vocabulary of 32,000 SentencePiece tokens (Touvron et al. 2023) and its untied output layer,
+# so that the output layer has the size a Llama of this class has (GPT-2's 50,257 would
+# measure GPT-2's tokenizer, not the block). 134.2M parameters either way below: the
+# multi-head model has SwiGLU width 2048; the grouped-query one (3 kv heads for 12 query heads)
+# spends the 2 * 768 * (768 - 192) = 884,736 parameters per layer that its smaller k and v
+# projections free on SwiGLU width 2432 (3 * 768 * 384 = 884,736), so both read the same
+# weights per token and differ in the KV cache only.
+LLAMA_SHAPE = dict(vocab_size=32000, block_size=1024, n_layer=12, n_head=12, n_embd=768)
+LLAMA_MHA = LlamaConfig(**LLAMA_SHAPE, n_kv_head=12, d_ff=2048)
+LLAMA_GQA = LlamaConfig(**LLAMA_SHAPE, n_kv_head=3, d_ff=2432)
 
 
 def best_time(fn, repeats: int) -> float:
@@ -132,6 +157,165 @@ def cache_speedup(model: GPT, context: int, new: int, repeats: int) -> tuple[flo
     return rates[0], rates[1]
 
 
+def verdict(ratios: list[float], goal: float) -> str:
+    """'met' only when every round reaches ``goal``, 'NOT met' when none does; rounds on both
+    sides leave it to noise, which is said instead of a verdict."""
+    lo, med, hi = min(ratios), statistics.median(ratios), max(ratios)
+    spread = f"median {med:.2f}x, rounds {lo:.2f}x-{hi:.2f}x, {len(ratios)} rounds"
+    if lo >= goal:
+        return f"met ({spread})"
+    if hi < goal:
+        return f"NOT met ({spread})"
+    return f"undecided: noise decides ({spread}; rerun on a quiet machine)"
+
+
+def llama_bytes_per_token(model: Llama, context: float) -> float:
+    """Bytes a batch-1 decoding step of the Llama reads: every weight once (the untied token
+    embedding only one row) plus the keys and values of ``context`` cached positions: 2 ·
+    n_layer · n_kv_head · head_dim numbers per position."""
+    cfg = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if not cfg.tie_embeddings:
+        weights -= model.model.embed_tokens.weight[1:].numel() * 4
+    kv = 2 * cfg.n_layer * context * cfg.n_kv_head * cfg.head_dim * 4
+    return weights + kv
+
+
+def llama_hf_copy(model: Llama):
+    from llmcourse.models.llama_hf import to_hf
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        hf = to_hf(model)
+    hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
+    return hf
+
+
+def llama_vs_hf(model: Llama, hf, new: int, prompt: int, rounds: int) -> dict:
+    """Batch-1 greedy generation of ``new`` tokens after a ``prompt``-token prompt by both
+    generate functions, EOS held back: one run of each per round, the order alternating from
+    round to round so that neither always runs second; tokens/s as medians over the rounds
+    and the ratio as the median of the per-round ratios (both runs of a round share its
+    machine load)."""
+    ids = torch.randint(0, model.config.vocab_size - 1, (1, prompt),
+                        generator=torch.Generator().manual_seed(1))
+    eos = hf.generation_config.eos_token_id
+    out = {}
+
+    def ours(new=new):
+        out["ours"] = generate(model, ids, max_new_tokens=new, min_new_tokens=new,
+                               eos_token_id=eos)
+
+    def theirs(new=new):
+        with torch.no_grad():
+            out["hf"] = hf.generate(ids, attention_mask=torch.ones_like(ids),
+                                    max_new_tokens=new, min_new_tokens=new, do_sample=False)
+
+    for fn in (ours, theirs):  # warm up: first-call allocations
+        fn(4)
+    t_ours, t_hf = [], []
+    for r in range(rounds):
+        for fn, times in ((ours, t_ours), (theirs, t_hf))[:: 1 if r % 2 == 0 else -1]:
+            times.append(best_time(fn, 1))
+    return dict(ours=new / statistics.median(t_ours), hf=new / statistics.median(t_hf),
+                ratios=[h / o for o, h in zip(t_ours, t_hf, strict=True)],
+                same=torch.equal(out["ours"], out["hf"]))
+
+
+def cache_bytes_per_token(model: Llama) -> int:
+    """Bytes of the course's KV cache per cached token of one sequence, read off the cache
+    itself (``cache.k.nbytes + cache.v.nbytes``, over its max_len positions)."""
+    cache = model.new_cache(1, 8)
+    return (cache.k.nbytes + cache.v.nbytes) // 8
+
+
+def decode_after_prompt(models: dict[str, Llama], context: int, new: int, rounds: int
+                        ) -> dict[str, list[float]]:
+    """Seconds of ``new`` batch-1 greedy decoding steps after a ``context``-token prompt, for
+    each model per round: the course's generation engine
+    (:class:`~llmcourse.decoding.decoder.Decoder`, the model's forward with its KV cache),
+    prefill untimed, each step attending over ``context`` and more cached positions. The
+    models' steps alternate one by one (the first model changing from round to round), so
+    that a busy spell of the machine falls on all of them alike."""
+    vocab = next(iter(models.values())).config.vocab_size
+    prompt = torch.randint(0, vocab, (1, context), generator=torch.Generator().manual_seed(2))
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for r in range(rounds + 1):  # round 0 warms up and is not kept
+            order = list(models) if r % 2 == 0 else list(models)[::-1]
+            decoders = {name: Decoder(models[name], 1, context, max_len=context + new)
+                        for name in order}
+            text = {name: prompt for name in order}  # (1, L) each
+            nxt = {name: decoders[name].next_logits(prompt).argmax(-1, keepdim=True)
+                   for name in order}  # (1, 1) each: the prefill
+            spent = dict.fromkeys(order, 0.0)
+            for _ in range(new):
+                for name in order:
+                    start = time.perf_counter()
+                    text[name] = torch.cat([text[name], nxt[name]], dim=1)  # (1, L + 1)
+                    nxt[name] = decoders[name].next_logits(text[name]).argmax(
+                        -1, keepdim=True)  # (1, 1)
+                    spent[name] += time.perf_counter() - start
+            if r:
+                for name in order:
+                    times[name].append(spent[name])
+    return times
+
+
+def llama_part(args, bandwidth: float) -> list[tuple[str, str]]:
+    """Prints the Llama-style model's measurements; returns its goals as (what, verdict)."""
+    quick = args.quick
+    new = 32 if quick else args.new_tokens
+    rounds = 2 if quick else args.llama_rounds
+    prompt, context, steps = 16, 512, (16 if quick else 64)
+    torch.manual_seed(0)
+    models = {"MHA": Llama(LLAMA_MHA).eval(), "GQA": Llama(LLAMA_GQA).eval()}
+    counts = {name: m.num_parameters() for name, m in models.items()}
+    c = LLAMA_MHA
+    print(f"\nLlama-style model, random weights: {c.n_layer} layers, width {c.n_embd}, "
+          f"{c.n_head} query heads, vocabulary {c.vocab_size:,}, untied output layer")
+    for name, m in models.items():
+        c = m.config
+        print(f"  {name}: n_kv_head {c.n_kv_head}, SwiGLU width {c.d_ff}, "
+              f"{counts[name]:,} parameters")
+
+    gqa = models["GQA"]
+    hf = llama_hf_copy(gqa)
+    r = llama_vs_hf(gqa, hf, new, prompt, rounds)
+    del hf
+    bound = bandwidth * 1e9 / llama_bytes_per_token(gqa, prompt + new / 2)
+    print(f"\n(a) GQA model, batch 1, greedy, prompt {prompt} tokens, {new} new tokens, "
+          f"{rounds} interleaved rounds (medians): llmcourse {r['ours']:.1f} tokens/s, "
+          f"transformers {r['hf']:.1f} tokens/s; ratio per round "
+          + ", ".join(f"{x:.2f}x" for x in r["ratios"])
+          + f" (median {statistics.median(r['ratios']):.2f}x); bandwidth bound {bound:.1f} "
+          f"tokens/s ({llama_bytes_per_token(gqa, prompt + new / 2) / 1e6:.1f} MB read per "
+          f"token): llmcourse at {r['ours'] / bound:.0%} of it; same tokens: "
+          f"{'yes' if r['same'] else 'NO'}")
+
+    per_token = {name: cache_bytes_per_token(m) for name, m in models.items()}
+    times = decode_after_prompt(models, context, steps, rounds)
+    rate = {name: steps / statistics.median(t) for name, t in times.items()}
+    ratios = [m / g for m, g in zip(times["MHA"], times["GQA"], strict=True)]
+    predicted = (llama_bytes_per_token(models["MHA"], context + steps / 2)
+                 / llama_bytes_per_token(gqa, context + steps / 2))
+    print(f"\n(b) GQA vs MHA at {context} tokens of context: {steps} greedy decoding steps "
+          f"after a {context}-token prompt (prefill not timed), the two models' steps alternating, "
+          f"{rounds} rounds")
+    head = f"{'attention':9s} {'n_kv_head':>9s} {'KV cache/token':>15s} " \
+           f"{'KV cache at ' + str(context):>16s} {'tokens/s':>9s}"
+    print(head)
+    print("-" * len(head))
+    for name, m in models.items():
+        print(f"{name:9s} {m.config.n_kv_head:9d} {per_token[name]:>9,d} bytes "
+              f"{per_token[name] * context / 2**20:>12.1f} MiB {rate[name]:9.1f}")
+    print(f"GQA/MHA: KV cache {per_token['GQA'] / per_token['MHA']:.2f}x the bytes; tokens/s "
+          f"ratio per round " + ", ".join(f"{x:.2f}x" for x in ratios)
+          + f" (median {statistics.median(ratios):.2f}x); the bandwidth model (bytes read "
+          f"per step, weights equal) predicts {predicted:.2f}x")
+    return [(f"Llama batch 1 >= {GOAL_LLAMA_VS_HF}x transformers",
+             verdict(r["ratios"], GOAL_LLAMA_VS_HF))]
+
+
 def course_model() -> tuple[str, GPT] | None:
     from llmcourse.course.gpt2 import course_checkpoint
     from llmcourse.models.checkpoint import load_checkpoint
@@ -144,27 +328,10 @@ def course_model() -> tuple[str, GPT] | None:
     return f"course checkpoint ({Path(folder).name})", model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own choice)")
-    parser.add_argument("--quick", action="store_true", help="32 new tokens, one repeat")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def gpt2_part(args, bandwidth: float) -> list[tuple[str, str]]:
+    """Prints the GPT-2 tables; returns their goals as (what, verdict)."""
     new, repeats = (32, 1) if args.quick else (args.new_tokens, args.repeats)
     prompt = 16
-    import transformers
-    transformers.logging.set_verbosity_error()
-
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch "
-          f"{torch.__version__}, transformers {transformers.__version__}")
-    bandwidth = read_bandwidth()
-    print(f"memory read bandwidth: {bandwidth:.1f} GB/s (sum of a 512 MiB float32 buffer, "
-          f"best of 5)")
-
     torch.manual_seed(0)
     models = [("GPT-2 124M shape, random", GPT(GPTConfig()).eval())]
     found = course_model()
@@ -214,8 +381,39 @@ def main() -> None:
          first["ours"] / bounds[first["model"]] >= GOAL_BOUND),
         (f"cache speed-up >= {GOAL_CACHE}x", cached / uncached >= GOAL_CACHE),
     ]
-    print("\ngoals (GPT-2 124M shape): " + "; ".join(
-        f"{what}: {'met' if ok else 'NOT met'}" for what, ok in checks))
+    return [(what, "met" if ok else "NOT met") for what, ok in checks]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice)")
+    parser.add_argument("--llama-rounds", type=int, default=5,
+                        help="interleaved rounds of the Llama-style model's measurements")
+    parser.add_argument("--llama-only", action="store_true",
+                        help="only the Llama-style model's part")
+    parser.add_argument("--quick", action="store_true",
+                        help="32 new tokens, one repeat (the Llama part: two rounds, 16 "
+                             "decoding steps at 512 tokens of context)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+    transformers.logging.set_verbosity_error()
+
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch "
+          f"{torch.__version__}, transformers {transformers.__version__}")
+    bandwidth = read_bandwidth()
+    print(f"memory read bandwidth: {bandwidth:.1f} GB/s (sum of a 512 MiB float32 buffer, "
+          f"best of 5)")
+    gpt_goals = [] if args.llama_only else gpt2_part(args, bandwidth)
+    llama_goals = llama_part(args, bandwidth)
+    print()
+    for title, goals in (("GPT-2 124M shape", gpt_goals), ("Llama-style 134M", llama_goals)):
+        if goals:
+            print(f"goals ({title}): " + "; ".join(f"{what}: {ok}" for what, ok in goals))
 
 
 if __name__ == "__main__":

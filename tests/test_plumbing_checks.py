@@ -21,7 +21,8 @@ from llmcourse.checks import (
     require_function,
 )
 
-CHAPTERS = (ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10)  # every chapter with checkers
+# every chapter with checkers
+CHAPTERS = (ch00, ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10)
 CHECKERS = [getattr(mod, name) for mod in CHAPTERS for name in mod.__all__
             if name.startswith("check_")]
 

@@ -22,6 +22,7 @@ from llmcourse.core import files
 from llmcourse.course.gpt2 import course_checkpoint, hub_reachable, load_gpt2
 from llmcourse.models.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.llama import Llama, LlamaConfig
 from llmcourse.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from llmcourse.text.bpe import ByteLevelBPE
 from llmcourse.text.load import load_tokenizer
@@ -250,6 +251,10 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     (root / "notes").mkdir()  # a folder without config.json is not a checkpoint
     assert course_checkpoint() == root / "shakespeare"
     assert files.shown(course_checkpoint()) == "data/checkpoints/shakespeare"
+    llama = save_checkpoint(root / "llama", Llama(LlamaConfig(
+        vocab_size=20, block_size=8, n_layer=1, n_head=2, n_kv_head=1, n_embd=8)))
+    assert course_checkpoint() == root / "shakespeare"  # another model's folder is no candidate
+    assert (llama / "config.json").is_file()
     shutil.copytree(folder, root / "another")
     with pytest.raises(ValueError, match="2 checkpoints"):
         course_checkpoint()
@@ -258,6 +263,10 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     assert course_checkpoint() == root / "another"
     with pytest.raises(ValueError, match="no config.json"):
         course_checkpoint(tmp_path)
+    monkeypatch.delenv(gpt2.FALLBACK_ENV)
+    shutil.rmtree(root / "another")
+    (root / "shakespeare" / "config.json").write_text("{")  # unreadable: still a candidate,
+    assert course_checkpoint() == root / "shakespeare"    # so that loading it says why
 
 
 def _interrupt_swap(folder):

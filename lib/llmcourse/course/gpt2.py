@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -75,8 +76,11 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
     """The course's own GPT-2-format checkpoint folder.
 
     Looked up in this order: the ``fallback`` argument, the ``LLMCOURSE_FALLBACK_CHECKPOINT``
-    environment variable, then the one folder under ``data/checkpoints/`` holding a
-    ``config.json``.
+    environment variable, then the one GPT-2-format folder under ``data/checkpoints/`` (its
+    ``config.json`` says ``"model_type": "gpt2"``). Folders of other models beside it (a
+    Llama-style or encoder-decoder checkpoint of chapters 06 and 10) are not candidates; a
+    ``config.json`` that cannot be read counts as a candidate, so that loading it says what
+    is wrong with it.
     """
     chosen = fallback if fallback is not None else os.environ.get(FALLBACK_ENV) or None
     if chosen is not None:
@@ -89,17 +93,31 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
     for backup in root.glob(".*.previous"):  # a save killed between its renames left these
         recover_folder(root / backup.name.removeprefix(".").removesuffix(".previous"))
     # Dot-folders are a save's temporary or backup folders, never a checkpoint to use.
-    found = sorted(p for p in root.glob("[!.]*") if (p / "config.json").is_file()) \
+    found = sorted(p for p in root.glob("[!.]*") if _model_type(p) in ("gpt2", None)) \
         if root.is_dir() else []
     if len(found) != 1:
         what = "no checkpoint" if not found else f"{len(found)} checkpoints " \
             f"({', '.join(p.name for p in found)})"
         raise ValueError(
             f"cannot fall back to the course checkpoint: found {what} under "
-            f"data/checkpoints/, expected exactly one folder with a config.json. Train it with "
-            f"the course's training command, or pass fallback= / set {FALLBACK_ENV}"
+            f"data/checkpoints/, expected exactly one GPT-2-format folder (config.json "
+            f"model_type 'gpt2'). Train it with the course's training command, or pass "
+            f"fallback= / set {FALLBACK_ENV}"
         )
     return found[0]
+
+
+def _model_type(folder: Path) -> str | None:
+    """The ``model_type`` a checkpoint folder's config.json names; "" when the folder has no
+    config.json; None when the file cannot be read as a JSON object."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return ""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return str(data.get("model_type", "")) if isinstance(data, dict) else None
 
 
 def _load_folder(folder: Path) -> tuple[GPT, Any]:

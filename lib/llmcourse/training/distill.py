@@ -46,10 +46,7 @@ data alone, one distilled from the course checkpoint; held-out nats/char of both
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -66,6 +63,7 @@ from llmcourse.text.corpus import load_works, nats_per_char, split_works, token_
 from llmcourse.text.load import load_tokenizer
 from llmcourse.training.cli import PRESETS
 from llmcourse.training.loop import evaluate_stream, train
+from llmcourse.training.results import command_line, write_result
 
 __all__ = ["Distillation", "distillation_loss", "main"]
 
@@ -215,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     parser.add_argument("--out", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    command = "python -m llmcourse.training.distill " + shlex.join(
-        sys.argv[1:] if argv is None else argv)
+    command = command_line(__name__, argv)
 
     teacher, _ = load_checkpoint(args.teacher)
     tokenizer = load_tokenizer(args.teacher)
@@ -253,10 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "torch": torch.__version__,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -64,12 +64,8 @@ from llmcourse.training.cli import PRESETS
 from llmcourse.training.config import TrainConfig
 from llmcourse.training.loop import evaluate_stream, train
 from llmcourse.training.precision import DTYPES, fast_bf16
-from llmcourse.training.scaling import (
-    command_line,
-    course_streams,
-    measurement_parser,
-    write_result,
-)
+from llmcourse.training.results import command_line, write_result
+from llmcourse.training.scaling import course_streams, measurement_parser
 
 __all__ = ["compare_dtypes", "setup", "summary", "main", "PRESET", "DEFAULT_STEPS",
            "DEFAULT_CHUNK_STEPS", "BATCH_SIZE", "DEFAULT_WORK"]

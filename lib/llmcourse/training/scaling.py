@@ -53,9 +53,6 @@ The command (11.5 minutes measured on a 2-core CPU shared with other work):
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -64,7 +61,6 @@ from typing import Any
 
 import torch
 
-from llmcourse.core.files import shown, write_text_atomic
 from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.models.sizing import ModelShape, forward_flops_per_token, training_flops
 from llmcourse.text.bpe import EOT
@@ -73,10 +69,11 @@ from llmcourse.text.load import load_tokenizer
 from llmcourse.training.cli import PRESETS
 from llmcourse.training.config import TrainConfig
 from llmcourse.training.loop import evaluate_stream, train
+from llmcourse.training.results import command_line, write_result
 
 __all__ = ["SIZES", "DEFAULT_TOKENS", "BATCH_SIZE", "BLOCK_SIZE", "EVALS", "model_config",
            "shape_of", "flops_per_token", "train_setup", "course_streams", "compute_frontier",
-           "measurement_parser", "command_line", "write_result", "main"]
+           "measurement_parser", "main"]
 
 # (n_layer, n_head, n_embd): non-embedding parameters 25k, 100k, 336k, 793k.
 SIZES: tuple[tuple[int, int, int], ...] = ((2, 2, 32), (2, 2, 64), (3, 3, 96), (4, 4, 128))
@@ -216,34 +213,6 @@ def measurement_parser(module: str, doc: str) -> argparse.ArgumentParser:
                         help="torch threads (default: torch's choice)")
     parser.add_argument("--out", required=True, help="the JSON file to write")
     return parser
-
-
-def command_line(module: str, argv: list[str] | None) -> str:
-    """The command as recorded in a result: ``python -m MODULE`` and its arguments.
-
-    Example:
-        >>> command_line("llmcourse.training.scaling", ["--out", "data/results/scaling.json"])
-        'python -m llmcourse.training.scaling --out data/results/scaling.json'
-    """
-    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
-
-
-def write_result(path: str | Path, result: dict[str, Any]) -> Path:
-    """Write ``result`` as indented JSON to ``path`` atomically (a reader never sees half a
-    file), creating its folder; say so; return the path.
-
-    Example:
-        >>> import tempfile
-        >>> out = write_result(Path(tempfile.mkdtemp()) / "new" / "r.json", {"loss": 1.5})
-        wrote r.json
-        >>> json.loads(out.read_text())
-        {'loss': 1.5}
-    """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-    print(f"wrote {shown(out)}")
-    return out
 
 
 def _run(size: tuple[int, int, int], vocab_size: int, cfg: TrainConfig,

@@ -44,8 +44,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmcourse.core.files import write_text_atomic
 from llmcourse.training.cli import PRESETS
+from llmcourse.training.results import command_line, write_result
 
 __all__ = ["MODELS", "collect_run", "collect", "main"]
 
@@ -135,19 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama", required=True, help="--out folder of the llama-cpu run")
     parser.add_argument("--out", required=True, help="the JSON to write")
     args = parser.parse_args(argv)
-    used = sys.argv[1:] if argv is None else argv
-    command = "python -m llmcourse.training.side_by_side " + " ".join(used)
+    command = command_line(__name__, argv)
     try:
         result = collect(args.gpt, args.llama, command)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     for key in MODELS:
         r = result[key]
         print(f"{r['preset']:11} {r['parameters']:>10,} parameters  {r['val_nats_per_char']:.4f} "
               f"nats/char  {r['tokens_per_second']:,.0f} tokens/s")
-    print(f"wrote {Path(args.out).name}")
     return 0
 
 

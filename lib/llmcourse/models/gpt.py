@@ -23,12 +23,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from llmcourse.core.validate import (
-    check_padding_mask,
-    check_positive,
-    check_tensor,
-    check_token_ids,
-)
+from llmcourse.core.validate import check_positive
+from llmcourse.models.inputs import check_model_inputs, position_ids_from_mask
 from llmcourse.nn.block import Block
 from llmcourse.nn.kv_cache import KVCache
 from llmcourse.nn.linear import Linear, input_major
@@ -105,23 +101,6 @@ class GPTConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (for JSON)."""
         return asdict(self)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count real tokens only, so that a left-padded prompt starts at 0.
-
-        position = (number of real tokens up to and including this one) − 1
-
-    ``attention_mask`` (B, S) holds 1 for tokens and 0 for padding; the result is (B, S)
-    int64, with 0 at padding (never seen by a real token, so any value would do). This is
-    ``transformers``' rule for GPT-2 generation.
-
-    Example:
-        >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1, 1]])).tolist()
-        [[0, 0, 0, 1, 2]]
-    """
-    mask = attention_mask.long()  # (B, S)
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, S)
 
 
 def parameter_count(cfg: GPTConfig) -> int:
@@ -253,36 +232,21 @@ class GPT(nn.Module):
 
         Raises:
             ValueError/TypeError: this is where inputs enter the model, so everything is
-                checked here, once: ids outside the vocabulary or not integers, no token at
-                all, a sequence longer than the context, targets of another shape or with
-                nothing to score (all -100: the mean loss would be 0/0 = NaN), a mask or
-                positions of the wrong shape or values. The blocks inside check only shapes.
+                checked here, once, by :func:`llmcourse.models.inputs.check_model_inputs`
+                (the Llama's forward calls it too): ids outside the vocabulary or not
+                integers, no token at all, a sequence longer than the context, a cache for
+                another batch size, targets of another shape or with nothing to score (all
+                -100: the mean loss would be 0/0 = NaN), a mask or positions of the wrong
+                shape or values. The blocks inside check only shapes.
         """
         c = self.config
-        check_token_ids("idx", idx, c.vocab_size)
-        b, t = idx.shape
-        if b == 0 or t == 0:
-            raise ValueError(f"idx holds no token (shape {tuple(idx.shape)}); give at least one "
-                             "sequence of at least one token")
-        if idx.dtype not in (torch.int64, torch.int32):
-            idx = idx.long()  # nn.Embedding indexes with int64/int32 only
-        past = 0 if cache is None else cache.length
-        if past + t > c.block_size:
-            raise ValueError(
-                f"sequence of {past + t} tokens ({past} cached + {t} new) is longer than the "
-                f"model's context block_size={c.block_size}"
-            )
-        if cache is not None and cache.batch_size != b:
-            raise ValueError(f"cache holds {cache.batch_size} sequences but idx has {b}")
-        if last_only and targets is not None:
-            raise ValueError("last_only=True gives one position's logits; the loss needs "
-                             "all of them (pass targets with last_only=False)")
-        if targets is not None:
-            targets = self._check_targets(targets, idx)
-        position_ids = self._positions(b, t, past, position_ids, idx.device)  # (B|1, T)
-        mask = self._attention_mask(b, t, past, attention_mask, idx.device)  # (B, 1, T, S)
+        idx, targets, positions, mask = check_model_inputs(
+            idx, targets, vocab_size=c.vocab_size, block_size=c.block_size,
+            attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            last_only=last_only,
+        )  # (B, T), (B, T) or None, (B|1, T), (B, 1, T, S) or None
 
-        x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)  # (B, T, C)
         x = self.transformer.drop(x)
         recompute = (self.activation_checkpointing and self.training and cache is None
                      and torch.is_grad_enabled())
@@ -293,7 +257,7 @@ class GPT(nn.Module):
             else:
                 x = block(x, mask, cache, i)  # (B, T, C)
         if cache is not None:
-            cache.advance(t)
+            cache.advance(idx.shape[1])
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
@@ -304,61 +268,6 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
                                    ignore_index=-100)
         return logits, loss
-
-    def _check_targets(self, targets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Next-token ids of idx's shape, in the vocabulary or -100, at least one scored."""
-        check_tensor("targets", targets)
-        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"targets must hold integer token ids, got {targets.dtype}")
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
-                             f"{tuple(targets.shape)}")
-        scored = targets != -100  # (B, T)
-        bad = scored & ((targets < 0) | (targets >= self.config.vocab_size))
-        if bad.any():
-            raise ValueError(f"targets hold id {int(targets[bad][0])}, outside the "
-                             f"vocabulary [0, {self.config.vocab_size}) (and not -100, 'ignore')")
-        if not scored.any():
-            # cross_entropy would return 0 / 0 = NaN without a word.
-            raise ValueError(f"targets score no position: all {targets.numel()} are -100 "
-                             "(ignored), so the mean loss is undefined; keep at least one "
-                             "target token")
-        return targets.long()
-
-    def _positions(self, b: int, t: int, past: int, position_ids: torch.Tensor | None,
-                   device: torch.device) -> torch.Tensor:
-        """The positions of the new tokens: given (checked), or past..past+t-1."""
-        if position_ids is None:
-            return torch.arange(past, past + t, device=device)[None]  # (1, T)
-        check_tensor("position_ids", position_ids)
-        if position_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"position_ids must be int64 or int32, got {position_ids.dtype}")
-        if position_ids.shape not in ((b, t), (1, t)):
-            raise ValueError(f"position_ids must be (B, T) = {(b, t)}, got "
-                             f"{tuple(position_ids.shape)}")
-        low, high = int(position_ids.min()), int(position_ids.max())
-        if low < 0 or high >= self.config.block_size:
-            raise ValueError(f"position_ids must lie in [0, block_size={self.config.block_size})"
-                             f", got {low}..{high}")
-        return position_ids
-
-    @staticmethod
-    def _attention_mask(b: int, t: int, past: int, attention_mask: torch.Tensor | None,
-                        device: torch.device) -> torch.Tensor | None:
-        """None without padding (the attention applies causality itself, on torch's fast
-        path), else the (B, 1, T, S) bool mask: causal, and no padding key."""
-        if attention_mask is None:
-            return None
-        s = past + t
-        keys = check_padding_mask("attention_mask", attention_mask, (b, s), "(B, cached + T)")
-        keys = keys.to(device)[:, None, None, :]  # (B, 1, 1, S)
-        allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=past)  # (T, S)
-        # A padding query would otherwise see no key at all (a NaN row); letting it see
-        # itself changes nothing for real tokens, which never attend to padding.
-        self_pos = torch.zeros(t, s, dtype=torch.bool, device=device)  # (T, S)
-        rows = torch.arange(t, device=device)
-        self_pos[rows, past + rows] = True
-        return (allowed & keys) | self_pos  # (B, 1, T, S)
 
     # --- Hugging Face interop -------------------------------------------------------------
 

@@ -43,8 +43,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from llmcourse.core.validate import check_positive, check_token_ids
+from llmcourse.core.validate import check_positive
 from llmcourse.models.gpt import GPT
+from llmcourse.models.inputs import check_model_inputs
 from llmcourse.models.sizing import ModelShape, parameters
 from llmcourse.nn.feedforward import SwiGLU
 from llmcourse.nn.grouped_query import GroupedQueryAttention
@@ -257,40 +258,20 @@ class Llama(nn.Module):
         """Logits for every position, and the mean cross-entropy when ``targets`` are given.
 
         The arguments, the returned ``(logits (B, T, vocab_size), loss or None)`` and every
-        check are those of :meth:`llmcourse.models.gpt.GPT.forward`: ids (B, T) in the
-        vocabulary, at most ``block_size`` positions with the cache, targets (-100 ignored),
-        a left-padding ``attention_mask`` (B, cached + T), ``position_ids`` (B, T) in
-        [0, block_size), a cache of this model's shape, ``last_only`` for generation. The
-        positions pick RoPE's rotations instead of a learned vector.
+        check are those of :meth:`llmcourse.models.gpt.GPT.forward`, made by the same
+        :func:`llmcourse.models.inputs.check_model_inputs`: ids (B, T) in the vocabulary, at
+        most ``block_size`` positions with the cache, targets (-100 ignored), a left-padding
+        ``attention_mask`` (B, cached + T), ``position_ids`` (B, T) in [0, block_size),
+        ``last_only`` for generation; the cache must also have this model's layers,
+        ``n_kv_head`` heads and head size. The positions pick RoPE's rotations instead of a
+        learned vector.
         """
         c = self.config
-        check_token_ids("idx", idx, c.vocab_size)
-        b, t = idx.shape
-        if b == 0 or t == 0:
-            raise ValueError(f"idx holds no token (shape {tuple(idx.shape)}); give at least one "
-                             "sequence of at least one token")
-        if idx.dtype not in (torch.int64, torch.int32):
-            idx = idx.long()  # nn.Embedding indexes with int64/int32 only
-        past = 0 if cache is None else cache.length
-        if past + t > c.block_size:
-            raise ValueError(
-                f"sequence of {past + t} tokens ({past} cached + {t} new) is longer than the "
-                f"model's context block_size={c.block_size}"
-            )
-        if cache is not None:
-            want = (c.n_layer, b, c.n_kv_head, c.head_dim)
-            got = (cache.k.shape[0], cache.batch_size, cache.k.shape[2], cache.k.shape[4])
-            if got != want:
-                raise ValueError(f"cache holds (n_layer, batch, heads, head_dim) = {got}, but "
-                                 f"this model and idx need {want}; make it with new_cache")
-        if last_only and targets is not None:
-            raise ValueError("last_only=True gives one position's logits; the loss needs "
-                             "all of them (pass targets with last_only=False)")
-        # The GPT's own checks of targets, positions and mask: one implementation of the rules.
-        if targets is not None:
-            targets = GPT._check_targets(self, targets, idx)  # (B, T) int64
-        positions = GPT._positions(self, b, t, past, position_ids, idx.device)  # (B|1, T)
-        mask = GPT._attention_mask(b, t, past, attention_mask, idx.device)  # (B, 1, T, S)
+        idx, targets, positions, mask = check_model_inputs(
+            idx, targets, vocab_size=c.vocab_size, block_size=c.block_size,
+            attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+            last_only=last_only, cache_layout=(c.n_layer, c.n_kv_head, c.head_dim),
+        )  # (B, T), (B, T) or None, (B|1, T), (B, 1, T, S) or None
 
         x = self.drop(self.model.embed_tokens(idx))  # (B, T, C): no position added
         cos = self.rotary.cos[positions][:, None]  # (B|1, 1, T, hd), shared by every layer
@@ -304,7 +285,7 @@ class Llama(nn.Module):
             else:
                 x = layer(x, cos, sin, mask, cache, i)  # (B, T, C)
         if cache is not None:
-            cache.advance(t)
+            cache.advance(idx.shape[1])
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         logits = self.lm_head(self.model.norm(x))  # (B, T, V)

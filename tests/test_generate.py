@@ -17,8 +17,15 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from model_helpers import (
+    assert_same,
+    assert_step_logits_match_hf,
+    hf_generate,
+    left_padded_prompts,
+    setting_id,
+    without_special_ids,
+)
 
-from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
 from llmcourse.decoding.processors import DecodingSettings, process_logits
 from llmcourse.models.gpt import GPT, GPTConfig
@@ -55,30 +62,15 @@ def _random_gpt(cfg: GPTConfig, seed: int, logit_scale: float = 8.0) -> GPT:
     return model
 
 
-def _hf_copy(model: GPT):
-    hf = model.to_hf()
-    # The HF config names vocab_size-1 as BOS/EOS; generation must use only what we pass.
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(hf.generation_config, name, None)
-    return hf
-
-
 @pytest.fixture(scope="module")
 def models(quiet_transformers):
     model = _random_gpt(CFG, seed=0)
-    return model, _hf_copy(model)
+    return model, without_special_ids(model.to_hf())
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    """Three prompts of unequal length, left-padded with pad id 0, and their mask."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, CFG.vocab_size, (3, 7), generator=g)
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[0, :3] = 0
-    mask[2, :1] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    return ids, mask
+    return left_padded_prompts(CFG.vocab_size)
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +82,8 @@ def eos_ids(models, prompts):
     return int(out[0, 7 + 2]), int(out[1, 7 + 4])
 
 
-def _hf_generate(hf, ids, mask, *, eos=None, pad=None, top_k=None, top_p=None, **kw):
-    from transformers import GenerationConfig
-
-    gc = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None,
-                          top_k=0 if top_k is None else top_k,
-                          top_p=1.0 if top_p is None else top_p, **kw)
-    with torch.no_grad():
-        return hf.generate(ids, attention_mask=mask, generation_config=gc)
-
-
 def _resolve_eos(eos, eos_ids):
     return {None: None, "E": eos_ids[0], "E2": list(eos_ids)}[eos]
-
-
-def _assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape, f"shape {tuple(ours.shape)} vs HF {tuple(theirs.shape)}"
-    assert torch.equal(ours, theirs), f"\nours {ours.tolist()}\nHF   {theirs.tolist()}"
 
 
 # --- greedy ---------------------------------------------------------------------------------
@@ -124,11 +101,7 @@ GREEDY = [
 ]
 
 
-def _id(d: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in d.items())
-
-
-@pytest.mark.parametrize("setting", GREEDY, ids=[_id(d) for d in GREEDY])
+@pytest.mark.parametrize("setting", GREEDY, ids=[setting_id(d) for d in GREEDY])
 def test_greedy_matches_hf(models, prompts, eos_ids, setting):
     model, hf = models
     s = dict(setting)
@@ -140,9 +113,9 @@ def test_greedy_matches_hf(models, prompts, eos_ids, setting):
     new = s.pop("max_new_tokens", NEW)
     ours = generate(model, ids, max_new_tokens=new, attention_mask=mask, eos_token_id=eos,
                     pad_token_id=pad, **s)
-    theirs = _hf_generate(hf, ids, mask, eos=eos, pad=pad, max_new_tokens=new, do_sample=False,
-                          **s)
-    _assert_same(ours, theirs)
+    theirs = hf_generate(hf, ids, mask, eos=eos, pad=pad, max_new_tokens=new, do_sample=False,
+                         **s)
+    assert_same(ours, theirs)
 
 
 def test_greedy_stops_at_eos_and_pads(models, prompts, eos_ids):
@@ -162,8 +135,8 @@ def test_mask_inferred_from_pad_id(models, prompts):
     model, hf = models
     ids, mask = prompts
     ours = generate(model, ids, max_new_tokens=NEW, pad_token_id=0)
-    _assert_same(ours, generate(model, ids, max_new_tokens=NEW, attention_mask=mask))
-    _assert_same(ours, _hf_generate(hf, ids, None, pad=0, max_new_tokens=NEW, do_sample=False))
+    assert_same(ours, generate(model, ids, max_new_tokens=NEW, attention_mask=mask))
+    assert_same(ours, hf_generate(hf, ids, None, pad=0, max_new_tokens=NEW, do_sample=False))
 
 
 # --- beam search ----------------------------------------------------------------------------
@@ -183,7 +156,7 @@ BEAMS = [
 ]
 
 
-@pytest.mark.parametrize("setting", BEAMS, ids=[_id(d) for d in BEAMS])
+@pytest.mark.parametrize("setting", BEAMS, ids=[setting_id(d) for d in BEAMS])
 def test_beam_matches_hf(models, prompts, eos_ids, setting):
     model, hf = models
     s = dict(setting)
@@ -195,9 +168,9 @@ def test_beam_matches_hf(models, prompts, eos_ids, setting):
     new = s.pop("max_new_tokens", NEW)
     ours = generate(model, ids, max_new_tokens=new, attention_mask=mask, eos_token_id=eos,
                     pad_token_id=pad, **s)
-    theirs = _hf_generate(hf, ids, mask, eos=eos, pad=pad, max_new_tokens=new, do_sample=False,
-                          **s)
-    _assert_same(ours, theirs)
+    theirs = hf_generate(hf, ids, mask, eos=eos, pad=pad, max_new_tokens=new, do_sample=False,
+                         **s)
+    assert_same(ours, theirs)
 
 
 def test_beam_search_beats_greedy_on_log_probability(models, prompts):
@@ -239,7 +212,7 @@ def _sampling_args(setting, prompts, eos_ids):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("setting", SAMPLING, ids=[_id(d) for d in SAMPLING])
+@pytest.mark.parametrize("setting", SAMPLING, ids=[setting_id(d) for d in SAMPLING])
 def test_sampling_matches_hf(models, prompts, eos_ids, setting, seed):
     """Same seed, same draws: HF samples with torch.multinomial on the global RNG; we draw
     from a torch.Generator seeded alike."""
@@ -249,8 +222,8 @@ def test_sampling_matches_hf(models, prompts, eos_ids, setting, seed):
                     generator=torch.Generator().manual_seed(seed), **s)
     eos = s.pop("eos_token_id")
     torch.manual_seed(seed)
-    theirs = _hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True, **s)
-    _assert_same(ours, theirs)
+    theirs = hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True, **s)
+    assert_same(ours, theirs)
 
 
 def _hf_processors(hf, settings: DecodingSettings, ids, mask):
@@ -275,7 +248,7 @@ def _hf_processors(hf, settings: DecodingSettings, ids, mask):
     )
 
 
-@pytest.mark.parametrize("setting", SAMPLING, ids=[_id(d) for d in SAMPLING])
+@pytest.mark.parametrize("setting", SAMPLING, ids=[setting_id(d) for d in SAMPLING])
 def test_processed_distribution_matches_hf(models, prompts, eos_ids, setting):
     """At every step of a sampled sequence, our processed distribution equals the one HF's
     logits processors make from the same logits and text: same support, probabilities
@@ -318,7 +291,7 @@ def test_hf_processor_order_is_ours(models, prompts):
 BEAM_SAMPLING = [dict(num_beams=3, temperature=0.8, eos="E"), dict(num_beams=2, top_k=10)]
 
 
-@pytest.mark.parametrize("setting", BEAM_SAMPLING, ids=[_id(d) for d in BEAM_SAMPLING])
+@pytest.mark.parametrize("setting", BEAM_SAMPLING, ids=[setting_id(d) for d in BEAM_SAMPLING])
 def test_beam_sampling_matches_hf(models, prompts, eos_ids, setting):
     model, hf = models
     ids, mask, s = _sampling_args(setting, prompts, eos_ids)
@@ -326,8 +299,8 @@ def test_beam_sampling_matches_hf(models, prompts, eos_ids, setting):
                     generator=torch.Generator().manual_seed(3), **s)
     eos = s.pop("eos_token_id")
     torch.manual_seed(3)
-    _assert_same(ours, _hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True,
-                                    **s))
+    assert_same(ours, hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True,
+                                  **s))
 
 
 def test_global_rng_when_no_generator(models, prompts):
@@ -340,8 +313,8 @@ def test_global_rng_when_no_generator(models, prompts):
     b = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, do_sample=True)
     c = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, do_sample=True,
                  generator=torch.Generator().manual_seed(11))
-    _assert_same(a, b)
-    _assert_same(a, c)
+    assert_same(a, b)
+    assert_same(a, c)
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -350,36 +323,19 @@ CACHE_CASES = [dict(), dict(num_beams=3, eos="E"), dict(do_sample=True, top_p=0.
                dict(repetition_penalty=1.3, no_repeat_ngram_size=2, eos="E2")]
 
 
-@pytest.mark.parametrize("setting", CACHE_CASES, ids=[_id(d) for d in CACHE_CASES])
+@pytest.mark.parametrize("setting", CACHE_CASES, ids=[setting_id(d) for d in CACHE_CASES])
 def test_cached_equals_uncached(models, prompts, eos_ids, setting):
     model, _ = models
     ids, mask, s = _sampling_args(setting, prompts, eos_ids)
     runs = [generate(model, ids, max_new_tokens=NEW, attention_mask=mask, use_cache=c,
                      generator=torch.Generator().manual_seed(5), **s) for c in (True, False)]
-    _assert_same(*runs)
-
-
-def _assert_step_logits_match_hf(model: GPT, hf, ids, mask, steps: int) -> None:
-    """The decoder's logits at every step (prefill, then one token at a time over the
-    cache) against HF's forward on the whole text."""
-    b, t = ids.shape
-    decoder = Decoder(model, b, t, max_len=t + steps, attention_mask=mask)
-    text = ids
-    full = mask if mask is not None else torch.ones_like(ids)
-    with torch.inference_mode():
-        for _ in range(steps):
-            ours = decoder.next_logits(text)  # (B, V)
-            pos = (full.cumsum(-1) - 1).masked_fill(full == 0, 0)
-            theirs = hf(text, attention_mask=full, position_ids=pos).logits[:, -1]
-            torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
-            text = torch.cat([text, ours.argmax(-1, keepdim=True)], 1)
-            full = torch.cat([full, torch.ones(b, 1, dtype=full.dtype)], 1)
+    assert_same(*runs)
 
 
 def test_decode_step_logits_match_hf(models, prompts):
     model, hf = models
-    _assert_step_logits_match_hf(model, hf, *prompts, steps=6)
-    _assert_step_logits_match_hf(model, hf, prompts[0][:, 3:], None, steps=6)
+    assert_step_logits_match_hf(model, hf, *prompts, steps=6)
+    assert_step_logits_match_hf(model, hf, prompts[0][:, 3:], None, steps=6)
 
 
 def test_decode_step_leaves_weights_alone(models, prompts):
@@ -437,8 +393,8 @@ def test_post_ln_model_generates_through_its_forward():
                     norm_first=False)
     model = _random_gpt(cfg, seed=2)
     ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
-    _assert_same(generate(model, ids, max_new_tokens=6),
-                 generate(model, ids, max_new_tokens=6, use_cache=False))
+    assert_same(generate(model, ids, max_new_tokens=6),
+                generate(model, ids, max_new_tokens=6, use_cache=False))
 
 
 def test_prefix_is_never_recomputed(models, prompts):
@@ -483,7 +439,7 @@ def test_last_only_is_the_last_row_of_the_full_logits(models, prompts):
 def gpt2_small(quiet_transformers):
     torch.manual_seed(0)
     model = GPT(GPTConfig()).eval()  # GPT-2 124M's shape, random weights
-    return model, _hf_copy(model)
+    return model, without_special_ids(model.to_hf())
 
 
 def test_gpt2_124m_shape_greedy_and_beam_match_hf(gpt2_small):
@@ -492,10 +448,10 @@ def test_gpt2_124m_shape_greedy_and_beam_match_hf(gpt2_small):
     ids = torch.randint(0, 50257, (2, 9), generator=g)
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
-    _assert_step_logits_match_hf(model, hf, ids, mask, steps=3)
+    assert_step_logits_match_hf(model, hf, ids, mask, steps=3)
     for kw in (dict(), dict(num_beams=2)):
         ours = generate(model, ids, attention_mask=mask, max_new_tokens=5, **kw)
-        _assert_same(ours, _hf_generate(hf, ids, mask, max_new_tokens=5, do_sample=False, **kw))
+        assert_same(ours, hf_generate(hf, ids, mask, max_new_tokens=5, do_sample=False, **kw))
 
 
 # --- properties and invalid settings --------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import hf_positions, perturb_llama, random_ids, random_llama
 
 from llmcourse.models import llama_hf
 from llmcourse.models.gpt import GPTConfig
@@ -36,43 +37,15 @@ CONFIGS = {
 }
 
 
-def _perturb(model: torch.nn.Module, seed: int) -> None:
-    """Weights at the scale of a trained model's rather than of an initialisation: every
-    matrix with unit gain (std 1/√fan_in), so that each block changes the residual stream as
-    much as the embedding does and a wrong detail anywhere shows in the logits; embeddings of
-    std 1 and an output layer making logits of ~10 (peaked next-token distributions); random
-    norm gains, so that copying each matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("embed_tokens.weight"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            else:  # lm_head (when untied) and the blocks' matrices
-                gain = 3.0 if name == "lm_head.weight" else 1.0
-                p.copy_(torch.randn(p.shape, generator=g) * gain / p.shape[1] ** 0.5)
-
-
-def _ours(cfg: LlamaConfig, seed: int = 0) -> Llama:
-    torch.manual_seed(seed)
-    model = Llama(cfg).eval()
-    _perturb(model, seed)
-    return model
-
-
 def _hf(cfg: LlamaConfig, seed: int = 0):
-    """A LlamaForCausalLM built by transformers from its own config (its own initialisation)."""
+    """A LlamaForCausalLM built by transformers from its own config (its own initialisation),
+    then given the same kind of weights as ours (:func:`model_helpers.perturb_llama`)."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     hf = LlamaForCausalLM(llama_hf.config_to_hf(cfg)).eval()
-    _perturb(hf, seed)
+    perturb_llama(hf, seed)
     return hf
-
-
-def _ids(cfg: LlamaConfig, b: int, t: int, seed: int = 1) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> None:
@@ -85,9 +58,9 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> None:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_oracle_ours_to_hf_logits_match(name):
     cfg = CONFIGS[name]
-    ours = _ours(cfg)
+    ours = random_llama(cfg)
     hf = llama_hf.to_hf(ours)
-    x = _ids(cfg, 3, cfg.block_size)
+    x = random_ids(cfg, 3, cfg.block_size, seed=1)
     with torch.no_grad():
         logits = ours(x)[0]
         _close(logits, hf(x).logits)
@@ -100,7 +73,7 @@ def test_oracle_hf_to_ours_logits_match(name):
     hf = _hf(cfg, seed=3)
     ours = llama_hf.from_hf(hf).eval()
     assert ours.config == cfg
-    x = _ids(cfg, 2, 19, seed=4)
+    x = random_ids(cfg, 2, 19, seed=4)
     with torch.no_grad():
         _close(ours(x)[0], hf(x).logits)
 
@@ -116,16 +89,16 @@ def test_hf_config_round_trips():
 
 def test_state_dict_names_and_shapes_are_transformers():
     cfg = CONFIGS["gqa-tied"]
-    ours = llama_hf.to_hf_state_dict(_ours(cfg))
+    ours = llama_hf.to_hf_state_dict(random_llama(cfg))
     theirs = _hf(cfg).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
     assert ours["model.layers.0.self_attn.k_proj.weight"].shape == (2 * 8, 32)  # 2 kv heads
 
 
 def test_tied_model_has_one_matrix():
-    model = _ours(CONFIGS["gqa-tied"])
+    model = random_llama(CONFIGS["gqa-tied"])
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    untied = _ours(CONFIGS["mha-untied"])
+    untied = random_llama(CONFIGS["mha-untied"])
     assert untied.lm_head.weight is not untied.model.embed_tokens.weight
 
 
@@ -145,12 +118,8 @@ def test_oracle_parameter_count_is_hf_and_sizing(name):
 # ------------------------------------------------------------------ padding, cache, loss
 
 
-def _hf_positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-
-
 def _left_padded(cfg: LlamaConfig, t: int = 12):
-    ids = _ids(cfg, 3, t, seed=5)
+    ids = random_ids(cfg, 3, t, seed=5)
     mask = torch.ones(3, t, dtype=torch.long)
     mask[0, :4] = 0
     mask[2, :1] = 0
@@ -160,10 +129,10 @@ def _left_padded(cfg: LlamaConfig, t: int = 12):
 @pytest.mark.parametrize("name", ["gqa-tied", "mqa-untied"])
 def test_oracle_padded_batch_matches_hf_on_real_positions(name):
     cfg = CONFIGS[name]
-    ours = _ours(cfg)
+    ours = random_llama(cfg)
     hf = llama_hf.to_hf(ours)
     ids, mask = _left_padded(cfg)
-    pos = _hf_positions(mask)
+    pos = hf_positions(mask)
     with torch.no_grad():
         a = ours(ids, attention_mask=mask, position_ids=pos)[0]
         b = hf(ids, attention_mask=mask, position_ids=pos).logits
@@ -178,9 +147,9 @@ def test_oracle_padded_batch_matches_hf_on_real_positions(name):
 @pytest.mark.parametrize("name", ["mha-untied", "gqa-tied", "mqa-untied"])
 def test_cache_prefix_then_steps_equals_uncached_and_hf(name):
     cfg = CONFIGS[name]
-    ours = _ours(cfg)
+    ours = random_llama(cfg)
     hf = llama_hf.to_hf(ours)
-    x = _ids(cfg, 2, 20, seed=6)
+    x = random_ids(cfg, 2, 20, seed=6)
     cache = ours.new_cache(2)
     assert cache.k.shape == (cfg.n_layer, 2, cfg.n_kv_head, cfg.block_size, cfg.head_dim)
     with torch.no_grad():
@@ -195,12 +164,12 @@ def test_cache_prefix_then_steps_equals_uncached_and_hf(name):
 
 def test_cache_with_left_padding_matches_hf():
     cfg = CONFIGS["gqa-tied"]
-    ours = _ours(cfg)
+    ours = random_llama(cfg)
     hf = llama_hf.to_hf(ours)
     ids, mask = _left_padded(cfg)
     full_mask = torch.cat([mask, torch.ones(3, 3, dtype=torch.long)], 1)
-    more = _ids(cfg, 3, 3, seed=7)
-    pos = _hf_positions(full_mask)
+    more = random_ids(cfg, 3, 3, seed=7)
+    pos = hf_positions(full_mask)
     cache = ours.new_cache(3)
     with torch.no_grad():
         ours(ids, attention_mask=mask, position_ids=pos[:, :12], cache=cache)
@@ -211,9 +180,9 @@ def test_cache_with_left_padding_matches_hf():
 
 def test_oracle_loss_and_gradients_match_hf():
     cfg = CONFIGS["gqa-tied"]
-    ours = _ours(cfg).train()
+    ours = random_llama(cfg).train()
     hf = llama_hf.to_hf(ours).train()
-    x = _ids(cfg, 2, 16, seed=8)
+    x = random_ids(cfg, 2, 16, seed=8)
     targets = x[:, 1:].clone()
     targets[0, :3] = -100
     _, loss = ours(x[:, :-1], targets)
@@ -230,16 +199,16 @@ def test_oracle_loss_and_gradients_match_hf():
 
 def test_last_only_is_the_last_position():
     cfg = CONFIGS["mqa-untied"]
-    model = _ours(cfg)
-    x = _ids(cfg, 2, 9)
+    model = random_llama(cfg)
+    x = random_ids(cfg, 2, 9, seed=1)
     with torch.no_grad():
         _close(model(x, last_only=True)[0], model(x)[0][:, -1:])
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
     cfg = replace(CONFIGS["gqa-tied"], dropout=0.0)
-    model = _ours(cfg).train()
-    x = _ids(cfg, 2, 16)
+    model = random_llama(cfg).train()
+    x = random_ids(cfg, 2, 16, seed=1)
     model(x, x)[1].backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -253,8 +222,8 @@ def test_rope_gives_relative_positions_only():
     """Shifting every position by the same offset leaves the logits unchanged: RoPE scores
     depend on offsets only (a learned absolute table would not)."""
     cfg = CONFIGS["gqa-tied"]
-    model = _ours(cfg)
-    x = _ids(cfg, 1, 10)
+    model = random_llama(cfg)
+    x = random_ids(cfg, 1, 10, seed=1)
     with torch.no_grad():
         at0 = model(x)[0]
         at7 = model(x, position_ids=torch.arange(7, 17)[None])[0]
@@ -306,9 +275,9 @@ BUGS = {
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_a_deliberate_bug_fails_the_oracle(bug, monkeypatch):
     cfg = CONFIGS["gqa-tied"]
-    ours = _ours(cfg)
+    ours = random_llama(cfg)
     hf = llama_hf.to_hf(ours)
-    x = _ids(cfg, 2, 24)
+    x = random_ids(cfg, 2, 24, seed=1)
     with torch.no_grad():
         theirs = hf(x).logits
         _close(ours(x)[0], theirs)  # right before the bug goes in
@@ -321,8 +290,8 @@ def test_the_harness_of_the_kv_bug_passes_the_right_expansion(monkeypatch):
     """The stand-in attention with repeat_kv (interleaved) gives HF's logits: only the
     expansion differs between the right and the wrong version above."""
     cfg = CONFIGS["gqa-tied"]
-    ours = _ours(cfg)
-    x = _ids(cfg, 2, 24)
+    ours = random_llama(cfg)
+    x = random_ids(cfg, 2, 24, seed=1)
     with torch.no_grad():
         theirs = llama_hf.to_hf(ours)(x).logits
         monkeypatch.setattr(grouped_query, "F", _SDPAWith(repeat_kv))
@@ -357,7 +326,7 @@ def test_model_refuses_another_config():
 
 @pytest.fixture(scope="module")
 def small():
-    return _ours(CONFIGS["gqa-tied"])
+    return random_llama(CONFIGS["gqa-tied"])
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -452,7 +421,7 @@ def test_from_hf_refuses_a_transformers_model_with_scaled_rope():
 
 @pytest.fixture(scope="module")
 def hf_state():
-    return llama_hf.to_hf_state_dict(_ours(BASE))
+    return llama_hf.to_hf_state_dict(random_llama(BASE))
 
 
 def test_state_dict_refusals(hf_state):

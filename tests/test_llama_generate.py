@@ -11,11 +11,19 @@ from dataclasses import replace
 
 import pytest
 import torch
+from model_helpers import (
+    assert_same,
+    assert_step_logits_match_hf,
+    hf_generate,
+    left_padded_prompts,
+    random_llama,
+    setting_id,
+    without_special_ids,
+)
 
-from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
 from llmcourse.models import llama_hf
-from llmcourse.models.llama import Llama, LlamaConfig
+from llmcourse.models.llama import LlamaConfig
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers", "one_thread")
 
@@ -24,52 +32,25 @@ CFG = LlamaConfig(vocab_size=131, block_size=48, n_layer=2, n_head=4, n_kv_head=
 NEW = 10
 
 
-def _random_llama(cfg: LlamaConfig, seed: int) -> Llama:
-    """Random weights at a trained model's scale (unit-gain matrices, embeddings of std 1,
-    random norm gains), so that next-token distributions are peaked and every layer matters."""
-    torch.manual_seed(seed)
-    model = Llama(cfg).eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("embed_tokens.weight"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            else:
-                gain = 2.0 if name == "lm_head.weight" else 1.0
-                p.copy_(torch.randn(p.shape, generator=g) * gain / p.shape[1] ** 0.5)
-    return model
-
-
-def _hf_copy(model: Llama):
-    hf = llama_hf.to_hf(model)
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):  # only what a test passes
-        setattr(hf.generation_config, name, None)
-    return hf
+LM_HEAD_GAIN = 2.0  # logits a little less peaked than in tests/test_llama.py
 
 
 @pytest.fixture(scope="module")
 def models(quiet_transformers):
-    model = _random_llama(CFG, seed=0)
-    return model, _hf_copy(model)
+    model = random_llama(CFG, seed=0, lm_head_gain=LM_HEAD_GAIN)
+    return model, without_special_ids(llama_hf.to_hf(model))
 
 
 @pytest.fixture(scope="module")
 def mqa_models(quiet_transformers):
-    model = _random_llama(replace(CFG, n_kv_head=1, tie_embeddings=True), seed=2)
-    return model, _hf_copy(model)
+    model = random_llama(replace(CFG, n_kv_head=1, tie_embeddings=True), seed=2,
+                         lm_head_gain=LM_HEAD_GAIN)
+    return model, without_special_ids(llama_hf.to_hf(model))
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    """Three prompts of unequal length, left-padded with pad id 0, and their mask."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, CFG.vocab_size, (3, 7), generator=g)
-    mask = torch.ones(3, 7, dtype=torch.long)
-    mask[0, :3] = 0
-    mask[2, :1] = 0
-    return ids.masked_fill(mask == 0, 0), mask
+    return left_padded_prompts(CFG.vocab_size)
 
 
 @pytest.fixture(scope="module")
@@ -80,43 +61,24 @@ def eos_id(models, prompts):
     return int(out[1, 7 + 3])
 
 
-def _hf_generate(hf, ids, mask, *, eos=None, pad=None, **kw):
-    from transformers import GenerationConfig
-
-    gc = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None,
-                          top_k=kw.pop("top_k", None) or 0, top_p=kw.pop("top_p", None) or 1.0,
-                          **kw)
-    with torch.no_grad():
-        return hf.generate(ids, attention_mask=mask, generation_config=gc)
-
-
-def _assert_same(ours, theirs):
-    assert ours.shape == theirs.shape, f"shape {tuple(ours.shape)} vs HF {tuple(theirs.shape)}"
-    assert torch.equal(ours, theirs), f"\nours {ours.tolist()}\nHF   {theirs.tolist()}"
-
-
 def _case(prompts, padded: bool):
     ids, mask = prompts
     return (ids, mask) if padded else (ids[:, 3:], torch.ones_like(ids[:, 3:]))
-
-
-def _id(d: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in d.items())
 
 
 GREEDY = [dict(padded=p, repetition_penalty=r, no_repeat_ngram_size=n, eos=e)
           for p, r, n, e in itertools.product((False, True), (1.0, 1.3), (0, 2), (False, True))]
 
 
-@pytest.mark.parametrize("setting", GREEDY, ids=[_id(d) for d in GREEDY])
+@pytest.mark.parametrize("setting", GREEDY, ids=[setting_id(d) for d in GREEDY])
 def test_greedy_matches_hf(models, prompts, eos_id, setting):
     model, hf = models
     s = dict(setting)
     ids, mask = _case(prompts, s.pop("padded"))
     eos = eos_id if s.pop("eos") else None
     ours = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, eos_token_id=eos, **s)
-    _assert_same(ours, _hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW,
-                                    do_sample=False, **s))
+    assert_same(ours, hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW,
+                                  do_sample=False, **s))
 
 
 def test_greedy_with_multi_query_attention_matches_hf(mqa_models, prompts):
@@ -124,7 +86,7 @@ def test_greedy_with_multi_query_attention_matches_hf(mqa_models, prompts):
     for padded in (False, True):
         ids, mask = _case(prompts, padded)
         ours = generate(model, ids, max_new_tokens=NEW, attention_mask=mask)
-        _assert_same(ours, _hf_generate(hf, ids, mask, max_new_tokens=NEW, do_sample=False))
+        assert_same(ours, hf_generate(hf, ids, mask, max_new_tokens=NEW, do_sample=False))
 
 
 BEAMS = [dict(num_beams=b, length_penalty=lp, early_stopping=es, padded=p)
@@ -132,15 +94,15 @@ BEAMS = [dict(num_beams=b, length_penalty=lp, early_stopping=es, padded=p)
                               (3, -0.5, False, True)]]
 
 
-@pytest.mark.parametrize("setting", BEAMS, ids=[_id(d) for d in BEAMS])
+@pytest.mark.parametrize("setting", BEAMS, ids=[setting_id(d) for d in BEAMS])
 def test_beam_matches_hf(models, prompts, eos_id, setting):
     model, hf = models
     s = dict(setting)
     ids, mask = _case(prompts, s.pop("padded"))
     ours = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, eos_token_id=eos_id,
                     **s)
-    _assert_same(ours, _hf_generate(hf, ids, mask, eos=eos_id, max_new_tokens=NEW,
-                                    do_sample=False, **s))
+    assert_same(ours, hf_generate(hf, ids, mask, eos=eos_id, max_new_tokens=NEW,
+                                  do_sample=False, **s))
 
 
 SAMPLING = [dict(), dict(temperature=0.7, top_k=10), dict(top_p=0.8, repetition_penalty=1.2),
@@ -148,7 +110,7 @@ SAMPLING = [dict(), dict(temperature=0.7, top_k=10), dict(top_p=0.8, repetition_
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("setting", SAMPLING, ids=[_id(d) or "plain" for d in SAMPLING])
+@pytest.mark.parametrize("setting", SAMPLING, ids=[setting_id(d) or "plain" for d in SAMPLING])
 def test_sampling_with_a_seed_matches_hf(models, prompts, eos_id, setting, seed):
     """Same seed, same draws: HF draws with torch.multinomial from the global generator; we
     from a torch.Generator seeded alike."""
@@ -159,8 +121,8 @@ def test_sampling_with_a_seed_matches_hf(models, prompts, eos_id, setting, seed)
     ours = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, do_sample=True,
                     eos_token_id=eos, generator=torch.Generator().manual_seed(seed), **s)
     torch.manual_seed(seed)
-    _assert_same(ours, _hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True,
-                                    **s))
+    assert_same(ours, hf_generate(hf, ids, mask, eos=eos, max_new_tokens=NEW, do_sample=True,
+                                  **s))
 
 
 def test_beam_sampling_matches_hf(models, prompts):
@@ -169,21 +131,22 @@ def test_beam_sampling_matches_hf(models, prompts):
     ours = generate(model, ids, max_new_tokens=NEW, attention_mask=mask, do_sample=True,
                     num_beams=3, temperature=0.8, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(3)
-    _assert_same(ours, _hf_generate(hf, ids, mask, max_new_tokens=NEW, do_sample=True,
-                                    num_beams=3, temperature=0.8))
+    assert_same(ours, hf_generate(hf, ids, mask, max_new_tokens=NEW, do_sample=True,
+                                  num_beams=3, temperature=0.8))
 
 
 CACHE_CASES = [dict(), dict(num_beams=3), dict(do_sample=True, top_p=0.9),
                dict(repetition_penalty=1.3, no_repeat_ngram_size=2)]
 
 
-@pytest.mark.parametrize("setting", CACHE_CASES, ids=[_id(d) or "greedy" for d in CACHE_CASES])
+@pytest.mark.parametrize("setting", CACHE_CASES,
+                         ids=[setting_id(d) or "greedy" for d in CACHE_CASES])
 def test_cached_equals_uncached(models, prompts, setting):
     model, _ = models
     ids, mask = prompts
     runs = [generate(model, ids, max_new_tokens=NEW, attention_mask=mask, use_cache=c,
                      generator=torch.Generator().manual_seed(5), **setting) for c in (True, False)]
-    _assert_same(*runs)
+    assert_same(*runs)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -192,18 +155,8 @@ def test_every_decode_step_matches_hf_forward(models, prompts, padded):
     n_kv_head heads) against HF's forward over the whole text."""
     model, hf = models
     ids, mask = _case(prompts, padded)
-    b, t = ids.shape
-    decoder = Decoder(model, b, t, max_len=t + 6, attention_mask=mask if padded else None)
+    decoder = assert_step_logits_match_hf(model, hf, ids, mask if padded else None, steps=6)
     assert decoder.cache.k.shape[2] == CFG.n_kv_head
-    text, full = ids, mask
-    with torch.inference_mode():
-        for _ in range(6):
-            ours = decoder.next_logits(text)  # (B, V)
-            pos = (full.cumsum(-1) - 1).masked_fill(full == 0, 0)
-            theirs = hf(text, attention_mask=full, position_ids=pos).logits[:, -1]
-            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
-            text = torch.cat([text, ours.argmax(-1, keepdim=True)], 1)
-            full = torch.cat([full, torch.ones(b, 1, dtype=full.dtype)], 1)
 
 
 def test_generate_refuses_too_long_a_request(models):

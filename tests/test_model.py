@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_helpers import hf_positions, random_ids
 
 from llmcourse.models.gpt import GPT, GPTConfig, parameter_count
 
@@ -38,10 +39,6 @@ def _ours(cfg: GPTConfig, seed: int) -> GPT:
     return model
 
 
-def _ids(cfg: GPTConfig, b: int, t: int, seed: int) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
-
-
 def _hf_from_ours(ours: GPT):
     """The route a reader takes: our state dict in HF's names, loaded by a fresh HF model."""
     from transformers import GPT2LMHeadModel
@@ -53,12 +50,6 @@ def _hf_from_ours(ours: GPT):
     return hf.eval()
 
 
-def _hf_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids as ``transformers`` computes them for padded batches."""
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 1)
-
-
 # ------------------------------------------------------------------------------ both directions
 
 
@@ -67,7 +58,7 @@ def test_oracle_gpt_to_hf_state_dict_logits_match(name):
     cfg = CONFIGS[name]
     ours = _ours(cfg, seed=0)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 3, cfg.block_size, seed=1)  # the full context
+    idx = random_ids(cfg, 3, cfg.block_size, seed=1)  # the full context
     with torch.no_grad():
         logits, _ = ours(idx)
         theirs = hf(idx).logits
@@ -81,7 +72,7 @@ def test_oracle_hf_random_init_to_gpt_logits_match(name):
     hf = _hf_model(cfg, seed=2)
     ours = GPT.from_hf(hf).eval()
     assert ours.config == cfg
-    idx = _ids(cfg, 2, 11, seed=3)
+    idx = random_ids(cfg, 2, 11, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf(idx).logits, atol=ATOL, rtol=0)
 
@@ -90,7 +81,7 @@ def test_oracle_gpt_to_hf_method_logits_match():
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=4)
     hf = ours.to_hf()
-    idx = _ids(cfg, 2, 9, seed=4)
+    idx = random_ids(cfg, 2, 9, seed=4)
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf(idx).logits, atol=ATOL, rtol=0)
     assert not hf.training
@@ -103,7 +94,7 @@ def test_oracle_from_hf_state_dict_infers_config():
     hf = _hf_model(cfg, seed=5)
     ours = GPT.from_hf_state_dict(hf.state_dict()).eval()
     assert ours.config == cfg
-    idx = _ids(cfg, 1, 7, seed=5)
+    idx = random_ids(cfg, 1, 7, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf(idx).logits, atol=ATOL, rtol=0)
 
@@ -139,14 +130,14 @@ def gpt2_124m(quiet_transformers):
 
 def test_oracle_gpt2_124m_shape_ours_to_hf(gpt2_124m):
     cfg, ours, hf_of_ours, _, _ = gpt2_124m
-    idx = _ids(cfg, 2, 8, seed=9)
+    idx = random_ids(cfg, 2, 8, seed=9)
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf_of_ours(idx).logits, atol=ATOL, rtol=0)
 
 
 def test_oracle_gpt2_124m_shape_hf_to_ours(gpt2_124m):
     cfg, _, _, hf, ours_of_hf = gpt2_124m
-    idx = _ids(cfg, 2, 8, seed=10)
+    idx = random_ids(cfg, 2, 8, seed=10)
     idx[0, 0] = cfg.vocab_size - 1  # the last id of the vocabulary (<|endoftext|>)
     with torch.no_grad():
         torch.testing.assert_close(ours_of_hf(idx)[0], hf(idx).logits, atol=ATOL, rtol=0)
@@ -168,7 +159,7 @@ def test_oracle_padded_batch_matches_hf_on_real_positions(side):
     hf = _hf_from_ours(ours)
     lengths = [9, 4, 6]
     t = max(lengths)
-    idx = _ids(cfg, len(lengths), t, seed=11)
+    idx = random_ids(cfg, len(lengths), t, seed=11)
     mask = torch.zeros(len(lengths), t, dtype=torch.long)
     for i, n in enumerate(lengths):
         if side == "left":
@@ -176,7 +167,7 @@ def test_oracle_padded_batch_matches_hf_on_real_positions(side):
         else:
             mask[i, :n] = 1
     idx = idx.masked_fill(mask == 0, cfg.vocab_size - 1)  # pad with <|endoftext|>
-    pos = _hf_positions(mask)
+    pos = hf_positions(mask)
     with torch.no_grad():
         logits, _ = ours(idx, attention_mask=mask, position_ids=pos)
         theirs = hf(idx, attention_mask=mask, position_ids=pos).logits
@@ -192,7 +183,7 @@ def test_oracle_kv_cache_prefix_then_suffix_matches_full_and_hf():
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=12)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 2, 12, seed=12)
+    idx = random_ids(cfg, 2, 12, seed=12)
     cache = ours.new_cache(batch_size=2)
     with torch.no_grad():
         full, _ = ours(idx)
@@ -210,10 +201,10 @@ def test_oracle_kv_cache_with_left_padding_matches_hf():
     ours = _ours(cfg, seed=13)
     hf = _hf_from_ours(ours)
     prompt_mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    prompt = _ids(cfg, 2, 5, seed=13).masked_fill(prompt_mask == 0, 0)
-    step = _ids(cfg, 2, 3, seed=14)
+    prompt = random_ids(cfg, 2, 5, seed=13).masked_fill(prompt_mask == 0, 0)
+    step = random_ids(cfg, 2, 3, seed=14)
     mask = torch.cat([prompt_mask, torch.ones(2, 3, dtype=torch.long)], dim=1)  # (B, 8)
-    pos = _hf_positions(mask)
+    pos = hf_positions(mask)
     cache = ours.new_cache(batch_size=2, max_len=8)
     with torch.no_grad():
         ours(prompt, attention_mask=prompt_mask, position_ids=pos[:, :5], cache=cache)
@@ -233,7 +224,7 @@ def test_oracle_one_token_steps_match_hf_with_threads(threads):
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=22)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 1, 10, seed=22)
+    idx = random_ids(cfg, 1, 10, seed=22)
     cache = ours.new_cache(batch_size=1)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -260,7 +251,7 @@ def test_oracle_loss_matches_hf_labels():
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=15)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 3, 10, seed=15)
+    idx = random_ids(cfg, 3, 10, seed=15)
     with torch.no_grad():
         _, loss = ours(idx, _shifted(idx))  # ours takes targets already shifted
         theirs = hf(idx, labels=idx).loss  # HF shifts labels inside
@@ -271,7 +262,7 @@ def test_oracle_loss_with_ignored_labels_matches_hf():
     cfg = CONFIGS["tiny"]
     ours = _ours(cfg, seed=16)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 2, 8, seed=16)
+    idx = random_ids(cfg, 2, 8, seed=16)
     labels = idx.clone()
     labels[0, 5:] = -100
     labels[1, :2] = -100
@@ -285,7 +276,7 @@ def test_oracle_loss_gradients_match_hf():
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=17)
     hf = _hf_from_ours(ours)
-    idx = _ids(cfg, 2, 9, seed=17)
+    idx = random_ids(cfg, 2, 9, seed=17)
     ours(idx, _shifted(idx))[1].backward()
     hf(idx, labels=idx).loss.backward()
     theirs = dict(hf.named_parameters())
@@ -307,7 +298,7 @@ def test_oracle_adamw_steps_match_hf_and_keep_the_layout():
     assert layouts["transformer.h.0.attn.c_attn.weight"] == (1, 3 * cfg.n_embd)
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1) for m in (ours, hf)]
     for step in range(3):
-        idx = _ids(cfg, 2, 9, seed=30 + step)
+        idx = random_ids(cfg, 2, 9, seed=30 + step)
         for model, opt in zip((ours, hf), opts, strict=True):
             opt.zero_grad()
             loss = model(idx, _shifted(idx))[1] if model is ours else model(idx, labels=idx).loss
@@ -322,8 +313,8 @@ def test_oracle_adamw_steps_match_hf_and_keep_the_layout():
 def test_loss_is_cross_entropy_of_the_logits():
     cfg = CONFIGS["tiny"]
     ours = _ours(cfg, seed=18)
-    idx = _ids(cfg, 2, 6, seed=18)
-    targets = _ids(cfg, 2, 6, seed=19)
+    idx = random_ids(cfg, 2, 6, seed=18)
+    targets = random_ids(cfg, 2, 6, seed=19)
     with torch.no_grad():
         logits, loss = ours(idx, targets)
     logp = torch.log_softmax(logits.double(), dim=-1)
@@ -355,7 +346,7 @@ def test_parameter_count_formula_without_bias_or_post_ln(bias, norm_first):
 def test_last_only_gives_the_last_positions_logits():
     cfg = CONFIGS["small"]
     ours = _ours(cfg, seed=21)
-    idx = _ids(cfg, 2, 7, seed=21)
+    idx = random_ids(cfg, 2, 7, seed=21)
     with torch.no_grad():
         full, _ = ours(idx)
         last, loss = ours(idx, last_only=True)

@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from llmcourse.models.gpt import position_ids_from_mask
+from llmcourse.models.inputs import position_ids_from_mask
 
 __all__ = ["StepDecoder", "Decoder", "model_device"]
 

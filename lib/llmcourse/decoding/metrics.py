@@ -27,7 +27,7 @@ from torch import nn
 
 from llmcourse.core.torch_modes import eval_mode
 from llmcourse.core.validate import check_padding_mask, check_token_ids
-from llmcourse.models.gpt import position_ids_from_mask
+from llmcourse.models.inputs import position_ids_from_mask
 
 __all__ = ["ngrams", "repetition_rate", "distinct_n", "mean_log_likelihood"]
 

@@ -30,7 +30,7 @@ from llmcourse.nn.kv_cache import KVCache
 from llmcourse.nn.linear import Linear, input_major
 from llmcourse.nn.norms import LayerNorm
 
-__all__ = ["GPTConfig", "GPT", "parameter_count", "position_ids_from_mask"]
+__all__ = ["GPTConfig", "GPT", "parameter_count", "init_gpt2_weights", "position_ids_from_mask"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,34 @@ def parameter_count(cfg: GPTConfig) -> int:
     return v * c + t * c + n * per_block + (2 * c if cfg.bias else c)
 
 
+def init_gpt2_weights(model: nn.Module, n_layer: int,
+                      residual_projections: tuple[str, ...]) -> None:
+    """GPT-2's initialisation (Radford et al. 2019, §2.3), in place: every linear and embedding
+    matrix N(0, 0.02²), biases zero, and the matrices that write into the residual stream
+    (parameter names ending in one of ``residual_projections``) N(0, (0.02/√(2·n_layer))²),
+    so that the residual stream's variance does not grow with depth (each block adds two
+    such projections). The course's GPT and the Llama-style model of chapter 10 share it.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(64, 256), nn.Linear(256, 64))
+        >>> init_gpt2_weights(m, n_layer=8, residual_projections=("1.weight",))
+        >>> round(m[0].weight.std().item(), 2), round(m[1].weight.std().item(), 3)
+        (0.02, 0.005)
+    """
+    def normal(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    model.apply(normal)  # children before parents: the order of the random draws is fixed
+    for name, p in model.named_parameters():
+        if name.endswith(residual_projections):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+
 class GPT(nn.Module):
     """GPT-2-shaped language model with tied input/output embeddings.
 
@@ -174,21 +202,7 @@ class GPT(nn.Module):
         self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
         # Weight tying (Press & Wolf, 2017): the output layer reuses the token embeddings.
         self.lm_head.weight = self.transformer.wte.weight
-        self.apply(self._init_weights)
-        # GPT-2 scales the residual projections by 1/√(2·n_layer) so the residual stream's
-        # variance does not grow with depth.
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        init_gpt2_weights(self, c.n_layer, residual_projections=("c_proj.weight",))
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of distinct parameters (the tied matrix once), like HF's ``num_parameters``."""

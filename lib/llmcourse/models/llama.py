@@ -44,7 +44,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from llmcourse.core.validate import check_positive
-from llmcourse.models.gpt import GPT
+from llmcourse.models.gpt import init_gpt2_weights
 from llmcourse.models.inputs import check_model_inputs
 from llmcourse.models.sizing import ModelShape, parameters
 from llmcourse.nn.feedforward import SwiGLU
@@ -219,10 +219,9 @@ class Llama(nn.Module):
             embed = self.model.embed_tokens
             embed.weight = nn.Parameter(input_major(embed.weight))
             self.lm_head.weight = embed.weight
-        self.apply(GPT._init_weights)  # normal(0, 0.02) for every matrix, as the course GPT
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+        # The course GPT's initialisation; o_proj and down_proj write into the residual stream.
+        init_gpt2_weights(self, c.n_layer, residual_projections=("o_proj.weight",
+                                                                 "down_proj.weight"))
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Number of distinct parameters (a tied matrix once), like HF's ``num_parameters``."""

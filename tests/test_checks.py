@@ -1,4 +1,5 @@
-"""The exercise-checking framework (llmcourse.checks.compare) and chapter 00's checkers."""
+"""The exercise-checking framework (llmcourse.checks: compare, check_cases, Mistake) and chapter
+00's checkers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmcourse.checks import CheckFailed, ch00, compare
+from llmcourse.checks import CheckFailed, Mistake, ch00, check_cases, clone_args, compare
 
 # ---------------------------------------------------------------- compare
 
@@ -148,6 +149,98 @@ def test_compare_integer_tensors_exact():
     compare(lambda t: t.argsort(), lambda t: torch.argsort(t), [(x,)], name="argsort")
     with pytest.raises(CheckFailed, match="first at index"):
         compare(lambda t: t.argsort(descending=True), torch.argsort, [(x,)], name="argsort")
+
+
+# ---------------------------------------------------------------- check_cases and Mistake
+
+
+def _square(x):
+    return x * x
+
+
+def _doubled(got, expected, case):
+    return torch.equal(got, 2 * case[0])
+
+
+# x + x equals x * x at 0 and 2 only: the second case is where the mistake shows
+_CASES = [(torch.tensor([0.0, 2.0]),), (torch.tensor([3.0, -1.0]),)]
+
+
+def test_check_cases_passes_with_one_line(capsys):
+    check_cases(lambda x: x ** 2, _square, _CASES, name="square", hint="x * x",
+                mistakes=[Mistake(_doubled, "doubled")], against="x * x")
+    assert capsys.readouterr().out == "✓ square: 2 case(s) match x * x\n"
+
+
+def test_check_cases_names_the_first_mistake_that_fits_and_the_case_number():
+    mistakes = [Mistake(lambda got, expected, case: False, "never"),
+                Mistake(_doubled, "doubled, not squared"),
+                Mistake(lambda got, expected, case: True, "any answer")]
+    with pytest.raises(CheckFailed) as info:
+        check_cases(lambda x: x + x, _square, _CASES, name="square", hint="x * x",
+                    mistakes=mistakes)
+    message = str(info.value)
+    assert message.startswith("✗ square: case 2 differs: values differ")
+    assert message.endswith("\n  hint: doubled, not squared")
+
+
+def test_check_cases_gives_the_general_hint_when_no_mistake_fits():
+    def raises(got, expected, case):
+        raise ValueError("a mistake that cannot tell")
+
+    mistakes = [Mistake(raises, "raised"), Mistake(_doubled, "doubled")]
+    with pytest.raises(CheckFailed, match=r"case 1 differs(.|\n)*\n  hint: x \* x$"):
+        check_cases(lambda x: x ** 3, _square, _CASES, name="square", hint="x * x",
+                    mistakes=mistakes)
+    with pytest.raises(CheckFailed, match=r"\n  hint: doubled$"):  # the next one is tried
+        check_cases(lambda x: x + x, _square, _CASES, name="square", hint="x * x",
+                    mistakes=mistakes)
+
+
+def test_check_cases_a_learner_that_raises_is_reported_with_the_general_hint():
+    def broken(x):
+        raise KeyError("oops")
+
+    with pytest.raises(CheckFailed, match=r"raised KeyError(.|\n)*hint: x \* x$") as info:
+        check_cases(broken, _square, _CASES, name="square", hint="x * x",
+                    mistakes=[Mistake(lambda got, expected, case: True, "any answer")])
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_check_cases_tolerance_by_case():
+    off = lambda x: x * x + 1e-3  # noqa: E731
+    with pytest.raises(CheckFailed, match="case 1 differs"):
+        check_cases(off, _square, _CASES, name="square", hint="", tolerance=(1e-5, 0.0))
+    check_cases(off, _square, _CASES, name="square", hint="", tolerance=(1e-2, 0.0))
+    loose_first = lambda case: (1e-2, 0.0) if case[0][0] == 0 else (1e-5, 0.0)  # noqa: E731
+    with pytest.raises(CheckFailed, match="case 2 differs"):
+        check_cases(off, _square, _CASES, name="square", hint="", tolerance=loose_first)
+
+
+def test_check_cases_compares_the_adapted_learner_and_diagnoses_the_learner():
+    seen = []
+
+    def fits(got, expected, case):
+        seen.append(got)
+        return False
+
+    as_list = lambda x: (x * x).tolist()  # noqa: E731
+    check_cases(as_list, _square, _CASES, name="square", hint="",
+                learner=lambda x: torch.tensor(as_list(x)), mistakes=[Mistake(fits, "")])
+    assert seen == [[0.0, 4.0], [9.0, 1.0]]  # the learner's own answers, one per case
+
+
+def test_check_cases_in_place_learner_cannot_change_what_the_others_see():
+    def in_place(x):
+        y = x * x
+        x.zero_()
+        return y
+
+    x = torch.tensor([1.0, 2.0])
+    check_cases(in_place, _square, [(x,)], name="square", hint="",
+                mistakes=[Mistake(lambda got, expected, case: bool(case[0].eq(0).all()), "")])
+    assert torch.equal(x, torch.tensor([1.0, 2.0]))
+    assert clone_args((x, 2))[0] is not x
 
 
 # ---------------------------------------------------------------- chapter 00 references

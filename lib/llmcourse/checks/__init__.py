@@ -4,6 +4,8 @@ Every checker prints one short pass line, or raises ``AssertionError`` naming th
 that differs, what was expected, what came back, and a hint. Chapter-specific checkers live in
 ``llmcourse.checks.chNN`` and are built on :func:`compare`; each first hands its argument to
 :func:`require_function`, so that passing a function's *result* instead of the function says so.
+Checkers that know the usual wrong answers to their exercise list them as :class:`Mistake`
+tuples and run :func:`check_cases`, whose hint then names the mistake the learner made.
 
 Example:
     >>> import torch
@@ -14,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["compare", "require_function", "CheckFailed"]
+__all__ = ["compare", "check_cases", "Mistake", "clone_args", "require_function", "CheckFailed"]
 
 
 class CheckFailed(AssertionError):
@@ -131,6 +135,20 @@ def _same(expected: Any, got: Any, atol: float, rtol: float) -> tuple[bool, str]
     return bool(expected == got), "values differ"
 
 
+def clone_args(case: Sequence[Any]) -> list[Any]:
+    """The arguments of a case, each tensor cloned: what a function does to its arguments in
+    place cannot change what the next function called on the case sees.
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> args = clone_args((x, 3))
+        >>> args[0].add_(1); x, args[1]
+        tensor([1., 1.])
+        (tensor([0., 0.]), 3)
+    """
+    return [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
+
+
 def require_function(fn: object, name: str, *, function: str | None = None) -> None:
     """Refuse anything but a function as the learner's answer to checker ``check_{name}``.
 
@@ -191,11 +209,9 @@ def compare(
         if isinstance(case, (str, bytes)) or not isinstance(case, Sequence):
             raise TypeError(f"compare({name!r}): each case must be a tuple of arguments, got "
                             f"{type(case).__name__}; wrap a single argument as (x,)")
-        args_ref = [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
-        args_learner = [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
-        expected = reference(*args_ref)
+        expected = reference(*clone_args(case))
         try:
-            got = learner(*args_learner)
+            got = learner(*clone_args(case))
         except NotImplementedError:
             raise CheckFailed(f"✗ {name}: the exercise is not implemented yet") from None
         except Exception as err:  # the learner's bug, reported with its case
@@ -217,3 +233,102 @@ def compare(
     if count == 0:
         raise ValueError(f"compare({name!r}) was given no cases; expected at least one")
     print(f"✓ {name}: {count} case(s) match the reference")
+
+
+class Mistake(NamedTuple):
+    """A usual wrong answer to an exercise, and the hint that names it.
+
+    ``fits(got, expected, case)`` says whether the learner's answer ``got`` on the arguments
+    ``case`` is this mistake's, given the reference's answer ``expected``; it may raise, which
+    counts as "no". Chapters build their mistakes from wrong versions of the reference (the
+    answer has a wrong version's values) or from a property of the answer (its dtype, its
+    shape); :func:`check_cases` shows the hint of the first mistake that fits.
+
+    Example:
+        >>> halved = Mistake(lambda got, expected, case: got == expected / 2, "forgot the 2")
+        >>> halved.fits(3.0, 6.0, (3.0,)), halved.hint
+        (True, 'forgot the 2')
+    """
+
+    fits: Callable[[Any, Any, Sequence[Any]], bool]
+    hint: str
+
+
+def _diagnose(fn: Callable[..., Any], reference: Callable[..., Any], case: Sequence[Any],
+              mistakes: Sequence[Mistake]) -> str | None:
+    """The hint of the first of ``mistakes`` that fits ``fn``'s answer on ``case``; None when
+    ``fn`` (or the reference) raises or no mistake fits."""
+    try:
+        got = fn(*clone_args(case))
+        expected = reference(*clone_args(case))
+    except Exception:  # the learner's error is reported with its case by compare
+        return None
+    for mistake in mistakes:
+        with contextlib.suppress(Exception):
+            if mistake.fits(got, expected, case):
+                return mistake.hint
+    return None
+
+
+def check_cases(
+    fn: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Sequence[Sequence[Any]],
+    *,
+    name: str,
+    hint: str,
+    mistakes: Sequence[Mistake] = (),
+    tolerance: tuple[float, float] | Callable[[Sequence[Any]], tuple[float, float]] = (1e-5, 1e-5),
+    learner: Callable[..., Any] | None = None,
+    against: str = "the reference",
+) -> None:
+    """:func:`compare` case by case, with the hint of the learner's mistake when a usual one fits.
+
+    On each case the learner's answer is first matched against ``mistakes``: the hint of the
+    first that fits replaces ``hint`` (the general recipe) should the case differ. One pass
+    line for all cases: "✓ {name}: N case(s) match {against}".
+
+    Args:
+        fn: the learner's function; the mistakes are recognised on its answers.
+        reference: the reference implementation with the same signature.
+        cases: argument tuples, each passed as ``fn(*case)`` (tensors cloned for every call).
+        name: the exercise, shown in the pass line and in failures.
+        hint: the nudge shown when a case differs and no usual mistake fits.
+        mistakes: the usual wrong answers, tried in order.
+        tolerance: ``(atol, rtol)`` for floating-point tensors, or a function giving them for
+            a case (say, tighter for float64 cases).
+        learner: what is compared with the reference, when ``fn``'s answer needs adapting
+            first (default ``fn``).
+        against: what the pass line says the cases match.
+
+    Raises:
+        CheckFailed: on the first case whose results differ ("case N differs"), or when the
+            learner raises.
+
+    Example:
+        >>> square = lambda x: x * x
+        >>> doubled = Mistake(lambda got, expected, case: torch.equal(got, 2 * case[0]),
+        ...                   "that is x + x: square is x times x")
+        >>> cases = [(torch.tensor([0.0, 2.0]),), (torch.tensor([3.0]),)]  # x + x = x² at 0, 2
+        >>> check_cases(lambda x: x ** 2, square, cases, name="square", hint="x * x",
+        ...             mistakes=[doubled])
+        ✓ square: 2 case(s) match the reference
+        >>> check_cases(lambda x: x + x, square, cases, name="square", hint="x * x",
+        ...             mistakes=[doubled])
+        Traceback (most recent call last):
+        ...
+        llmcourse.checks.CheckFailed: ✗ square: case 2 differs: values differ ...
+          hint: that is x + x: square is x times x
+    """
+    compared = fn if learner is None else learner
+    for number, case in enumerate(cases, 1):
+        specific = _diagnose(fn, reference, case, mistakes)
+        atol, rtol = tolerance(case) if callable(tolerance) else tolerance
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
+                compare(compared, reference, [case], name=name, atol=atol, rtol=rtol,
+                        hint=specific or hint)
+        except CheckFailed as err:
+            message = str(err).replace(": case 1 differs:", f": case {number} differs:", 1)
+            raise CheckFailed(message) from err.__cause__
+    print(f"✓ {name}: {len(cases)} case(s) match {against}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.checks import CheckFailed, compare, require_function
+from llmcourse.checks import CheckFailed, Mistake, check_cases, clone_args, require_function
 
 __all__ = [
     "teacher_forcing", "cross_attention", "label_smoothed_loss",
@@ -167,20 +166,6 @@ class _Keyword(NamedTuple):
         return f"{self.name}={self.value!r}"
 
 
-class _Mistake(NamedTuple):
-    """A usual mistake: ``wrong(*case)`` computes what it returns (or only its item ``part``);
-    when the learner's result (or its item ``part``) has those values, ``hint`` says what went
-    wrong."""
-
-    wrong: Callable[..., Any]
-    hint: str
-    part: int | None = None
-
-
-def _clone(case: Sequence[Any]) -> list[Any]:
-    return [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
-
-
 def _same_values(a: Any, b: Any) -> bool:
     """Whether two results hold the same values (dtype aside), NaN equal to NaN."""
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
@@ -193,11 +178,6 @@ def _same_values(a: Any, b: Any) -> bool:
     return False
 
 
-_PRECISION = ("right to about float32's precision, not float64's: keep float64 throughout "
-              "(torch.tensor, torch.zeros, torch.ones, torch.full make float32 unless given "
-              "dtype=, and .float() casts down)")
-
-
 def _same_dtypes(a: Any, b: Any) -> bool:
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return all(_same_dtypes(x, y) for x, y in zip(a, b, strict=True))
@@ -205,48 +185,43 @@ def _same_dtypes(a: Any, b: Any) -> bool:
         a.dtype == b.dtype)
 
 
-def _diagnose(learner: Callable[..., Any], reference: Callable[..., Any], case: Sequence[Any],
-              mistakes: Sequence[_Mistake]) -> str | None:
-    """The hint of the first usual mistake whose result has the learner's values on ``case``;
-    None when the learner raises, has the reference's values (a dtype slip), or none fits."""
-    try:
-        got = learner(*_clone(case))
-    except Exception:
-        return None
-    expected = reference(*_clone(case))
-    if _same_values(got, expected):  # a dtype slip (compare names it), or lost precision
-        return _PRECISION if _same_dtypes(got, expected) else None
-    for mistake in mistakes:
-        with contextlib.suppress(Exception):
-            wrong = mistake.wrong(*_clone(case))
-            if mistake.part is None:
-                if _same_values(got, wrong):
-                    return mistake.hint
-            elif (isinstance(got, (tuple, list)) and len(got) > mistake.part
-                  and _same_values(got[mistake.part], wrong)):
-                return mistake.hint
-    return None
+def _gives(wrong: Callable[..., Any], hint: str, part: int | None = None) -> Mistake:
+    """A usual mistake recognised by its values: the learner's result (or only its item
+    ``part``) has those of ``wrong(*case)``, and not the reference's."""
+    def fits(got: Any, expected: Any, case: Sequence[Any]) -> bool:
+        if _same_values(got, expected):  # a dtype slip (compare names it), or lost precision
+            return False
+        mistaken = wrong(*clone_args(case))
+        if part is None:
+            return _same_values(got, mistaken)
+        return (isinstance(got, (tuple, list)) and len(got) > part
+                and _same_values(got[part], mistaken))
+    return Mistake(fits, hint)
 
 
-def _check_cases(learner: Callable[..., Any], reference: Callable[..., Any],
-                 cases: Sequence[Sequence[Any]], *, name: str, hint: str,
-                 mistakes: Sequence[_Mistake] = (), atol: float = 1e-5, rtol: float = 1e-5,
-                 against: str = "the reference") -> None:
-    """:func:`~llmcourse.checks.compare`, case by case, with the hint of the learner's mistake
-    when a usual one fits; float64 cases are held to 1e-9."""
+_PRECISION = ("right to about float32's precision, not float64's: keep float64 throughout "
+              "(torch.tensor, torch.zeros, torch.ones, torch.full make float32 unless given "
+              "dtype=, and .float() casts down)")
+
+
+_PRECISION_LOST = Mistake(  # the reference's values to 1e-4 and its dtypes, not to 1e-9
+    lambda got, expected, case: _same_values(got, expected) and _same_dtypes(got, expected),
+    _PRECISION)
+
+
+def _check(fn: Callable[..., Any], reference: Callable[..., Any],
+           cases: Sequence[Sequence[Any]], *, name: str, hint: str,
+           mistakes: Sequence[Mistake], atol: float = 1e-5, rtol: float = 1e-5,
+           against: str = "the reference") -> None:
+    """:func:`~llmcourse.checks.check_cases` without autograd, lost precision named before
+    the usual mistakes; float64 cases are held to 1e-9."""
+    def tolerance(case: Sequence[Any]) -> tuple[float, float]:
+        float64 = any(isinstance(a, torch.Tensor) and a.dtype == torch.float64 for a in case)
+        return (1e-9, 1e-9) if float64 else (atol, rtol)
+
     with torch.no_grad():
-        for number, case in enumerate(cases, 1):
-            float64 = any(isinstance(a, torch.Tensor) and a.dtype == torch.float64 for a in case)
-            tol = (1e-9, 1e-9) if float64 else (atol, rtol)
-            specific = _diagnose(learner, reference, case, mistakes)
-            try:
-                with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
-                    compare(learner, reference, [case], name=name, atol=tol[0], rtol=tol[1],
-                            hint=specific or hint)
-            except CheckFailed as err:
-                message = str(err).replace(": case 1 differs:", f": case {number} differs:", 1)
-                raise CheckFailed(message) from err.__cause__
-    print(f"✓ {name}: {len(cases)} case(s) match {against}")
+        check_cases(fn, reference, cases, name=name, hint=hint, tolerance=tolerance,
+                    mistakes=[_PRECISION_LOST, *mistakes], against=against)
 
 
 # ------------------------------------------------------------------------------ teacher forcing
@@ -291,44 +266,44 @@ def _tf(part: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Callable[...,
 _BOS_AT_END = ("bos_id goes in FRONT of the decoder's input (the first thing it reads, with "
                "nothing before it), not at the end")
 _TF_MISTAKES = [
-    _Mistake(lambda t, b, p: teacher_forcing(t, bos_id=b.value, pad_id=p.value)[::-1],
-             "decoder_input and labels are swapped: return (decoder_input, labels) in that "
-             "order"),
-    _Mistake(_tf(lambda t, b, p: torch.cat([t[:, 1:], _column(t, p)], dim=1)),
-             "decoder_input is the target shifted LEFT (the next token: that is what the "
-             "labels hold). The decoder reads the token BEFORE each position: BOS in front, "
-             "then target[:, :-1]", part=0),
-    _Mistake(_tf(lambda t, b, p: torch.cat([t[:, 1:], _column(t, b)], dim=1)), _BOS_AT_END, 0),
-    _Mistake(_tf(lambda t, b, p: torch.cat([t[:, :-1], _column(t, b)], dim=1)), _BOS_AT_END, 0),
-    _Mistake(_tf(lambda t, b, p: torch.cat([_column(t, 0), t[:, :-1]], dim=1)),
-             "the first column of decoder_input must be bos_id: the shift is right, but what "
-             "fills the empty first column is the start token, not 0", part=0),
-    _Mistake(_tf(lambda t, b, p: torch.cat([_column(t, p), t[:, :-1]], dim=1)),
-             "the first column of decoder_input must be bos_id: the shift is right, but what "
-             "fills the empty first column is the start token, not pad_id", part=0),
-    _Mistake(_tf(lambda t, b, p: t),
-             "decoder_input is the target unshifted: the model would see, at every position, "
-             "the very token it must predict. Shift right: BOS, then target[:, :-1]", part=0),
-    _Mistake(_tf(lambda t, b, p: torch.cat([_column(t, b), t.masked_fill(t == p, IGNORE)[:, :-1]],
-                                           dim=1)),
-             "decoder_input holds -100: it was shifted from the labels (or from a target "
-             "changed in place). The decoder's input is made of token ids: shift the target "
-             "itself", part=0),
-    _Mistake(_tf(lambda t, b, p: t),
-             "labels still hold pad_id at the padding: set those positions to -100, which "
-             "cross-entropy skips (else the model is trained to predict padding)", part=1),
-    _Mistake(_tf(lambda t, b, p: t.masked_fill(t == p, 0)),
-             "labels hold 0 at the padding: set those positions to -100, which cross-entropy "
-             "skips (0 is a real class)", part=1),
-    _Mistake(_tf(lambda t, b, p: teacher_forcing(torch.cat([t[:, 1:], _column(t, p)], dim=1),
-                                                 bos_id=b, pad_id=p)[1]),
-             "labels are shifted too: the shift is already in decoder_input (position t reads "
-             "token t − 1 and predicts token t), so labels are the target itself, padding set "
-             "to -100", part=1),
-    _Mistake(_tf(lambda t, b, p: t.masked_fill(  # EOS: the last column that is not padding
+    _gives(lambda t, b, p: teacher_forcing(t, bos_id=b.value, pad_id=p.value)[::-1],
+           "decoder_input and labels are swapped: return (decoder_input, labels) in that "
+           "order"),
+    _gives(_tf(lambda t, b, p: torch.cat([t[:, 1:], _column(t, p)], dim=1)),
+           "decoder_input is the target shifted LEFT (the next token: that is what the "
+           "labels hold). The decoder reads the token BEFORE each position: BOS in front, "
+           "then target[:, :-1]", part=0),
+    _gives(_tf(lambda t, b, p: torch.cat([t[:, 1:], _column(t, b)], dim=1)), _BOS_AT_END, 0),
+    _gives(_tf(lambda t, b, p: torch.cat([t[:, :-1], _column(t, b)], dim=1)), _BOS_AT_END, 0),
+    _gives(_tf(lambda t, b, p: torch.cat([_column(t, 0), t[:, :-1]], dim=1)),
+           "the first column of decoder_input must be bos_id: the shift is right, but what "
+           "fills the empty first column is the start token, not 0", part=0),
+    _gives(_tf(lambda t, b, p: torch.cat([_column(t, p), t[:, :-1]], dim=1)),
+           "the first column of decoder_input must be bos_id: the shift is right, but what "
+           "fills the empty first column is the start token, not pad_id", part=0),
+    _gives(_tf(lambda t, b, p: t),
+           "decoder_input is the target unshifted: the model would see, at every position, "
+           "the very token it must predict. Shift right: BOS, then target[:, :-1]", part=0),
+    _gives(_tf(lambda t, b, p: torch.cat([_column(t, b), t.masked_fill(t == p, IGNORE)[:, :-1]],
+                                         dim=1)),
+           "decoder_input holds -100: it was shifted from the labels (or from a target "
+           "changed in place). The decoder's input is made of token ids: shift the target "
+           "itself", part=0),
+    _gives(_tf(lambda t, b, p: t),
+           "labels still hold pad_id at the padding: set those positions to -100, which "
+           "cross-entropy skips (else the model is trained to predict padding)", part=1),
+    _gives(_tf(lambda t, b, p: t.masked_fill(t == p, 0)),
+           "labels hold 0 at the padding: set those positions to -100, which cross-entropy "
+           "skips (0 is a real class)", part=1),
+    _gives(_tf(lambda t, b, p: teacher_forcing(torch.cat([t[:, 1:], _column(t, p)], dim=1),
+                                               bos_id=b, pad_id=p)[1]),
+           "labels are shifted too: the shift is already in decoder_input (position t reads "
+           "token t − 1 and predicts token t), so labels are the target itself, padding set "
+           "to -100", part=1),
+    _gives(_tf(lambda t, b, p: t.masked_fill(  # EOS: the last column that is not padding
         (t == p) | (torch.arange(t.shape[1]) == (t != p).sum(1, keepdim=True) - 1), IGNORE)),
-             "EOS is a real label: the model must learn to stop, so only the padding after it "
-             "becomes -100", part=1),
+           "EOS is a real label: the model must learn to stop, so only the padding after it "
+           "becomes -100", part=1),
 ]
 
 
@@ -373,11 +348,11 @@ def check_teacher_forcing(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) 
         _targets(gen, 3, 7, 9, full=False),  # every row padded
         _targets(gen, 8, 12, 100),
     ]
-    _check_cases(learner, _hf_teacher_forcing, cases, name="teacher_forcing",
-                 mistakes=_TF_MISTAKES,
-                 hint="decoder_input = torch.cat([a column of bos_id, target[:, :-1]], dim=1); "
-                      "labels = target.masked_fill(target == pad_id, -100); both torch.long, "
-                      "returned as (decoder_input, labels)")
+    _check(learner, _hf_teacher_forcing, cases, name="teacher_forcing",
+           mistakes=_TF_MISTAKES,
+           hint="decoder_input = torch.cat([a column of bos_id, target[:, :-1]], dim=1); "
+                "labels = target.masked_fill(target == pad_id, -100); both torch.long, "
+                "returned as (decoder_input, labels)")
 
 
 # ------------------------------------------------------------------------------ cross-attention
@@ -425,38 +400,38 @@ def _scaled_q(factor: Callable[[int, int], float]) -> Callable[..., torch.Tensor
 
 
 _XA_MISTAKES = [
-    _Mistake(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(x, m, q, k, v, o,
-                                                                      1 - mask, h),
-             "the padding mask is inverted: src_mask is 1 for a token and 0 for padding, and "
-             "it is the padding (src_mask == 0) that gets -inf"),
-    _Mistake(_scaled_q(lambda c, h: math.sqrt(c // h)),
-             "the scores are not scaled: divide Q Kᵀ by √d, d = C / n_head the head's size"),
-    _Mistake(_scaled_q(lambda c, h: math.sqrt(c // h) / math.sqrt(c)),
-             "the scores are divided by √C: the scale is √d with d = C / n_head, the size of "
-             "one head's queries and keys"),
-    _Mistake(lambda *a: _attention_variant(*a, softmax_dim=-2),
-             "the softmax runs over the wrong axis: each query's weights over the S source "
-             "positions sum to 1, so softmax over the last axis of the (B, h, T, S) scores"),
-    _Mistake(lambda *a: _attention_variant(*a, renormalise=False),
-             "the padding's weights were set to 0 after the softmax, so the others no longer "
-             "sum to 1: set the padding's scores to -inf BEFORE the softmax"),
-    _Mistake(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(x, m, q, k, v, o,
-                                                                      mask, 1),
-             "this is one head over all C features: split Q, K and V into n_head heads of "
-             "d = C / n_head features, (B, T, C) → (B, n_head, T, d), attend in each, and "
-             "join them back before W_o"),
-    _Mistake(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
+    _gives(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(x, m, q, k, v, o,
+                                                                    1 - mask, h),
+           "the padding mask is inverted: src_mask is 1 for a token and 0 for padding, and "
+           "it is the padding (src_mask == 0) that gets -inf"),
+    _gives(_scaled_q(lambda c, h: math.sqrt(c // h)),
+           "the scores are not scaled: divide Q Kᵀ by √d, d = C / n_head the head's size"),
+    _gives(_scaled_q(lambda c, h: math.sqrt(c // h) / math.sqrt(c)),
+           "the scores are divided by √C: the scale is √d with d = C / n_head, the size of "
+           "one head's queries and keys"),
+    _gives(lambda *a: _attention_variant(*a, softmax_dim=-2),
+           "the softmax runs over the wrong axis: each query's weights over the S source "
+           "positions sum to 1, so softmax over the last axis of the (B, h, T, S) scores"),
+    _gives(lambda *a: _attention_variant(*a, renormalise=False),
+           "the padding's weights were set to 0 after the softmax, so the others no longer "
+           "sum to 1: set the padding's scores to -inf BEFORE the softmax"),
+    _gives(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(x, m, q, k, v, o,
+                                                                    mask, 1),
+           "this is one head over all C features: split Q, K and V into n_head heads of "
+           "d = C / n_head features, (B, T, C) → (B, n_head, T, d), attend in each, and "
+           "join them back before W_o"),
+    _gives(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
         x, x, q, k, v, o, torch.ones(x.shape[:2], dtype=torch.long), h),
-             "the keys and values come from x: that is self-attention. In cross-attention the "
-             "queries come from the decoder (x), the keys and values from the encoder's output "
-             "(memory)"),
-    _Mistake(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
+           "the keys and values come from x: that is self-attention. In cross-attention the "
+           "queries come from the decoder (x), the keys and values from the encoder's output "
+           "(memory)"),
+    _gives(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
         x, m, q, k, v, torch.eye(x.shape[-1], dtype=x.dtype), mask, h),
-             "the output projection is missing: multiply the joined heads by w_o.T"),
-    _Mistake(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
+           "the output projection is missing: multiply the joined heads by w_o.T"),
+    _gives(lambda x, m, q, k, v, o, mask, h: _torch_cross_attention(
         x, m, q.T, k.T, v.T, o.T, mask, h),
-             "the weights are in nn.Linear's (out, in) layout, so a projection is x @ w.T "
-             "(what nn.Linear computes), not x @ w"),
+           "the weights are in nn.Linear's (out, in) layout, so a projection is x @ w.T "
+           "(what nn.Linear computes), not x @ w"),
 ]
 
 
@@ -500,14 +475,14 @@ def check_cross_attention(fn: Callable[..., torch.Tensor]) -> None:
         case(3, 4, 6, 16, 2, pad=1.0, dtype=torch.float64),
         case(2, 5, 8, 32, 8, dtype=torch.float64),
     ]
-    _check_cases(fn, _torch_cross_attention, cases, name="cross_attention",
-                 mistakes=_XA_MISTAKES, atol=1e-5, rtol=1e-4,
-                 against="torch.nn.MultiheadAttention",
-                 hint="queries from x, keys and values from memory (x @ w.T for each); split "
-                      "into n_head heads of d = C / n_head: (B, L, C) → (B, n_head, L, d); "
-                      "scores (B, n_head, T, S) / √d; -inf on the keys (last axis) where "
-                      "src_mask == 0; softmax over the last axis; join the heads and multiply "
-                      "by w_o.T; keep the inputs' dtype")
+    _check(fn, _torch_cross_attention, cases, name="cross_attention",
+           mistakes=_XA_MISTAKES, atol=1e-5, rtol=1e-4,
+           against="torch.nn.MultiheadAttention",
+           hint="queries from x, keys and values from memory (x @ w.T for each); split "
+                "into n_head heads of d = C / n_head: (B, L, C) → (B, n_head, L, d); "
+                "scores (B, n_head, T, S) / √d; -inf on the keys (last axis) where "
+                "src_mask == 0; softmax over the last axis; join the heads and multiply "
+                "by w_o.T; keep the inputs' dtype")
 
 
 # ------------------------------------------------------------------------------ the loss
@@ -550,30 +525,30 @@ def _ls_nothing_ignored(logits: torch.Tensor, targets: torch.Tensor, eps: float,
 
 
 _LS_MISTAKES = [
-    _Mistake(functools.partial(_ls_variant, others=True),
-             "ε is spread over the V − 1 wrong classes only: as torch (and Szegedy et al. "
-             "2016) define it, ε is spread over ALL V classes, ε / V each, so the true class "
-             "gets 1 − ε + ε / V: ε · mean over all V of −log p_j"),
-    _Mistake(functools.partial(_ls_variant, divide="all"),
-             "the sum is divided by the number of ALL positions: divide by the number of "
-             "positions whose target is not ignore_index (the mean over the kept ones)"),
-    _Mistake(functools.partial(_ls_variant, divide="none"),
-             "this is the sum over the positions: take the mean over the positions whose "
-             "target is not ignore_index"),
-    _Mistake(functools.partial(_ls_variant, probs=True),
-             "probabilities are used where the loss needs log-probabilities: "
-             "logits.log_softmax(dim=-1), not softmax"),
-    _Mistake(functools.partial(_ls_variant, dim=1),
-             "the log-softmax runs over the wrong axis: the distribution of each position is "
-             "over the V tokens, the last axis of (B, T, V)"),
-    _Mistake(_ls_scaled_nll,
-             "this is (1 − ε) times the plain cross-entropy: the smoothing also adds ε times "
-             "the mean over all V classes of −log p_j, which keeps the model from becoming "
-             "too sure"),
-    _Mistake(_ls_nothing_ignored,
-             "the positions whose target is ignore_index count: drop them from the sum and "
-             "from the number the sum is divided by (use the ignore_index argument, not a "
-             "fixed -100)"),
+    _gives(functools.partial(_ls_variant, others=True),
+           "ε is spread over the V − 1 wrong classes only: as torch (and Szegedy et al. "
+           "2016) define it, ε is spread over ALL V classes, ε / V each, so the true class "
+           "gets 1 − ε + ε / V: ε · mean over all V of −log p_j"),
+    _gives(functools.partial(_ls_variant, divide="all"),
+           "the sum is divided by the number of ALL positions: divide by the number of "
+           "positions whose target is not ignore_index (the mean over the kept ones)"),
+    _gives(functools.partial(_ls_variant, divide="none"),
+           "this is the sum over the positions: take the mean over the positions whose "
+           "target is not ignore_index"),
+    _gives(functools.partial(_ls_variant, probs=True),
+           "probabilities are used where the loss needs log-probabilities: "
+           "logits.log_softmax(dim=-1), not softmax"),
+    _gives(functools.partial(_ls_variant, dim=1),
+           "the log-softmax runs over the wrong axis: the distribution of each position is "
+           "over the V tokens, the last axis of (B, T, V)"),
+    _gives(_ls_scaled_nll,
+           "this is (1 − ε) times the plain cross-entropy: the smoothing also adds ε times "
+           "the mean over all V classes of −log p_j, which keeps the model from becoming "
+           "too sure"),
+    _gives(_ls_nothing_ignored,
+           "the positions whose target is ignore_index count: drop them from the sum and "
+           "from the number the sum is divided by (use the ignore_index argument, not a "
+           "fixed -100)"),
 ]
 
 
@@ -616,9 +591,9 @@ def check_label_smoothed_loss(fn: Callable[..., torch.Tensor]) -> None:
         case(3, 6, 17, 0.3, dtype=torch.float64),
         case(2, 8, 200, 0.1, ignore=0, dtype=torch.float64),
     ]
-    _check_cases(fn, _torch_label_smoothed, cases, name="label_smoothed_loss",
-                 mistakes=_LS_MISTAKES, atol=1e-5, rtol=1e-5,
-                 hint="logp = logits.log_softmax(dim=-1) (stable where log(softmax) is not); "
-                      "keep the positions whose target is not ignore_index; per position "
-                      "(1 − ε)·(−logp[target]) + ε·mean over the V classes of (−logp); the "
-                      "mean over the kept positions, in the logits' dtype")
+    _check(fn, _torch_label_smoothed, cases, name="label_smoothed_loss",
+           mistakes=_LS_MISTAKES, atol=1e-5, rtol=1e-5,
+           hint="logp = logits.log_softmax(dim=-1) (stable where log(softmax) is not); "
+                "keep the positions whose target is not ignore_index; per position "
+                "(1 − ε)·(−logp[target]) + ε·mean over the V classes of (−logp); the "
+                "mean over the kept positions, in the logits' dtype")

@@ -24,15 +24,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from llmcourse.checks import CheckFailed, compare, require_function
+from llmcourse.checks import Mistake, check_cases, clone_args, require_function
 
 __all__ = [
     "int4_group_quantize", "max_context", "training_flops",
@@ -118,12 +117,7 @@ def training_flops(n_layer: int, d_model: int, n_head: int, n_kv_head: int, d_ff
 # ------------------------------------------------------------------------------ the machinery
 
 
-class _Mistake(NamedTuple):
-    """A usual mistake: whether the learner's answer on a case is this mistake's, and the
-    hint that names it."""
-
-    fits: Callable[[Any, Sequence[Any]], bool]
-    hint: str
+_Fits = Callable[[Any, Any, Sequence[Any]], bool]  # Mistake.fits(got, expected, case)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -139,37 +133,16 @@ def _same(a: Any, b: Any) -> bool:
     return False
 
 
-def _gives(wrong: Callable[..., Any]) -> Callable[[Any, Sequence[Any]], bool]:
-    """A mistake recognised by its result: the learner's answer equals ``wrong(*case)``."""
-    def fits(got: Any, case: Sequence[Any]) -> bool:
-        with contextlib.suppress(Exception):
-            return _same(got, wrong(*case))
+def _gives(*wrongs: Callable[..., Any]) -> _Fits:
+    """A mistake recognised by its result: the learner's answer equals ``wrong(*case)`` for
+    one of ``wrongs`` (one that raises on the case is passed over)."""
+    def fits(got: Any, expected: Any, case: Sequence[Any]) -> bool:
+        for wrong in wrongs:
+            with contextlib.suppress(Exception):
+                if _same(got, wrong(*clone_args(case))):
+                    return True
         return False
     return fits
-
-
-def _check(fn: Callable[..., Any], reference: Callable[..., Any],
-           cases: Sequence[Sequence[Any]], *, name: str, hint: str,
-           mistakes: Sequence[_Mistake], atol: float = 0.0, rtol: float = 1e-9,
-           learner: Callable[..., Any] | None = None) -> None:
-    """:func:`~llmcourse.checks.compare` case by case, the hint of the usual mistake that
-    gives the learner's answer when one does, then one pass line. ``learner`` (default
-    ``fn``) is what is compared, when the learner's answer needs adapting first; the usual
-    mistakes are recognised on ``fn``'s own answer."""
-    learner = fn if learner is None else learner
-    for number, case in enumerate(cases, 1):
-        specific = None
-        with contextlib.suppress(Exception):
-            got = fn(*[a.clone() if isinstance(a, torch.Tensor) else a for a in case])
-            specific = next((m.hint for m in mistakes if m.fits(got, case)), None)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
-                compare(learner, reference, [case], name=name, atol=atol, rtol=rtol,
-                        hint=specific or hint)
-        except CheckFailed as err:
-            message = str(err).replace(": case 1 differs:", f": case {number} differs:", 1)
-            raise CheckFailed(message) from err.__cause__
-    print(f"✓ {name}: {len(cases)} case(s) match the reference")
 
 
 # ------------------------------------------------------------------------------ int4 groups
@@ -264,18 +237,10 @@ def _int4_minmax(w: torch.Tensor, g: int) -> Any:
     return q.to(torch.int8).reshape(w.shape), scale
 
 
-def _gives_any(*wrongs: Callable[..., Any]) -> Callable[[Any, Sequence[Any]], bool]:
-    fits = [_gives(wrong) for wrong in wrongs]
-    return lambda got, case: any(f(got, case) for f in fits)
-
-
-def _when(test: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], bool]
-          ) -> Callable[[Any, Sequence[Any]], bool]:
+def _when(test: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], bool]) -> _Fits:
     """A mistake recognised by a property of the answer ``(q, scale)`` given ``(w, g)``."""
-    def fits(got: Any, case: Sequence[Any]) -> bool:
-        with contextlib.suppress(Exception):
-            return _pair(got) and bool(test(got[0], got[1], *case))
-        return False
+    def fits(got: Any, expected: Any, case: Sequence[Any]) -> bool:
+        return _pair(got) and bool(test(got[0], got[1], *case))
     return fits
 
 
@@ -287,78 +252,78 @@ def _zero_group_scale_not_positive(q: torch.Tensor, s: torch.Tensor, w: torch.Te
 
 _GROUPS = "w.reshape(out, in // group_size, group_size)"
 _INT4_MISTAKES = [
-    _Mistake(_gives_any(lambda w, g: _int4_per_row(w, g, True),
-                        lambda w, g: _int4_per_row(w, g, False)),
-             "one scale per row (max|row| / 7): that is per-channel scaling, the chapter's "
-             "int8 scheme. With 15 levels a row's one large weight makes the step coarse for "
-             f"the whole row; here each group of group_size weights gets its own: {_GROUPS}, "
-             "then amax over the last dim"),
-    _Mistake(_gives(_int4_strided),
-             "the groups are not consecutive weights: reshape(out, group_size, in // "
-             "group_size) puts every (in // group_size)-th weight in one group. Keep the group "
-             f"last, {_GROUPS}, so that group k is w[r, k·group_size:(k+1)·group_size]"),
-    _Mistake(_gives_any(_int4_columns, _int4_transposed),
-             "the groups run down the columns (group_size consecutive rows of one input): "
-             f"they run along each row, over the inputs, {_GROUPS}; scale is (out, in // "
-             "group_size)"),
-    _Mistake(_gives_any(*(lambda w, g, lo=lo, d=d: _int4(w, g, divisor=d, lo=lo)
-                          for d in (8, 16) for lo in (-7, -8))),
-             "the scale divides by 8 (or 16), as if the codes ran to ±8: symmetric int4 uses "
-             "−7..7 (−8 has no +8 to pair with), so s = max|group| / 7 and the largest weight "
-             "of each group maps to ±7 exactly"),
-    _Mistake(_gives_any(*(lambda w, g, lo=lo: _int4(w, g, divisor=15, lo=lo)
-                          for lo in (-7, -8))),
-             "the scale divides by 15, the number of levels: symmetric codes use 7 of them on "
-             "each side of 0, so s = max|group| / 7"),
-    _Mistake(_when(lambda q, s, w, g: torch.equal(q, _int4_minmax(w, g)[0])),
-             "asymmetric (min-max) codes −8..7: those need a zero point to come back to w, "
-             "which this function does not return. Here the codes are symmetric, no offset: "
-             "s = max|group| / 7, q = clamp(round(w / s), −7, 7)"),
-    _Mistake(_gives(lambda w, g: _int4(w, g, signed_max=True)),
-             "the scale comes from max(group), not max(|group|): a group whose largest weight "
-             "is negative gets too small a scale. Use .abs().amax(...)"),
-    _Mistake(_gives(lambda w, g: _int4(w, g, rounding="floor")),
-             "the codes are rounded down (floor): −0.2 becomes −1, and every weight may move "
-             "by up to a whole step. Round to the nearest code, torch.round(w / s), which "
-             "keeps |w − s·q| ≤ s / 2"),
-    _Mistake(_gives(lambda w, g: _int4(w, g, rounding="trunc")),
-             "the codes are truncated toward 0 (a cast without rounding): 2.9 becomes 2. "
-             "Round to the nearest code first: torch.round(w / s)"),
-    _Mistake(_when(lambda q, s, w, g: s.dtype == torch.int8 and q.is_floating_point()),
-             "the pair is swapped: return (q, scale), the int8 codes first"),
-    _Mistake(_when(lambda q, s, w, g: q.dtype == torch.uint8),
-             "q is uint8, which holds 0..255: the negative codes wrap around (−1 becomes 255). "
-             "Symmetric codes need a signed type: .to(torch.int8)"),
-    _Mistake(_when(lambda q, s, w, g: q.is_floating_point()),
-             "q is still a float tensor: round, clamp, then .to(torch.int8); the point is a "
-             "small integer per weight instead of a float"),
-    _Mistake(_when(lambda q, s, w, g: q.dtype != torch.int8),
-             "q should be torch.int8, the smallest integer type torch computes with (a file "
-             "format then packs two 4-bit codes per byte)"),
-    _Mistake(_when(lambda q, s, w, g: q.dim() == 3),
-             "q still has the groups' shape (out, in // group_size, group_size): reshape it "
-             "back to (out, in)"),
-    _Mistake(_when(lambda q, s, w, g: s.shape == w.shape),
-             "scale has one number per weight (each group's scale repeated): store one per "
-             "group, shape (out, in // group_size); repeat it only to dequantize"),
-    _Mistake(_when(lambda q, s, w, g: s.shape == (w.shape[0], w.shape[1] // g, 1)),
-             "scale has shape (out, in // group_size, 1): drop the last dim (amax without "
-             "keepdim, or scale[..., 0])"),
-    _Mistake(_when(lambda q, s, w, g: s.dim() == 1 and s.numel() == w.numel() // g),
-             "scale is flattened to (out · in // group_size,): keep it (out, in // "
-             "group_size), row r's groups in row r"),
-    _Mistake(_when(lambda q, s, w, g: s.shape != (w.shape[0], w.shape[1] // g)),
-             "scale must be one number per group, shape (out, in // group_size): amax over "
-             f"the last dim of {_GROUPS}"),
-    _Mistake(_when(lambda q, s, w, g: s.dtype != w.dtype),
-             "scale is not in w's dtype: keep it so (amax / 7 already is); a float32 scale for "
-             "float64 weights loses precision, and for bf16 weights doubles its bytes"),
-    _Mistake(_when(_zero_group_scale_not_positive),
-             "an all-zero group got scale 0 (or NaN): max|group| / 7 = 0 there, and w / 0 = "
-             "0/0 = NaN, which no integer can hold. Give such a group a positive scale, 1 say: "
-             "torch.where(amax > 0, amax / 7, 1)"),
-    _Mistake(_when(lambda q, s, w, g: bool((q.long().abs() > 7).any())),
-             "some codes are outside −7..7: clamp(round(w / s), −7, 7)"),
+    Mistake(_gives(lambda w, g: _int4_per_row(w, g, True),
+                   lambda w, g: _int4_per_row(w, g, False)),
+            "one scale per row (max|row| / 7): that is per-channel scaling, the chapter's "
+            "int8 scheme. With 15 levels a row's one large weight makes the step coarse for "
+            f"the whole row; here each group of group_size weights gets its own: {_GROUPS}, "
+            "then amax over the last dim"),
+    Mistake(_gives(_int4_strided),
+            "the groups are not consecutive weights: reshape(out, group_size, in // "
+            "group_size) puts every (in // group_size)-th weight in one group. Keep the group "
+            f"last, {_GROUPS}, so that group k is w[r, k·group_size:(k+1)·group_size]"),
+    Mistake(_gives(_int4_columns, _int4_transposed),
+            "the groups run down the columns (group_size consecutive rows of one input): "
+            f"they run along each row, over the inputs, {_GROUPS}; scale is (out, in // "
+            "group_size)"),
+    Mistake(_gives(*(lambda w, g, lo=lo, d=d: _int4(w, g, divisor=d, lo=lo)
+                     for d in (8, 16) for lo in (-7, -8))),
+            "the scale divides by 8 (or 16), as if the codes ran to ±8: symmetric int4 uses "
+            "−7..7 (−8 has no +8 to pair with), so s = max|group| / 7 and the largest weight "
+            "of each group maps to ±7 exactly"),
+    Mistake(_gives(*(lambda w, g, lo=lo: _int4(w, g, divisor=15, lo=lo)
+                     for lo in (-7, -8))),
+            "the scale divides by 15, the number of levels: symmetric codes use 7 of them on "
+            "each side of 0, so s = max|group| / 7"),
+    Mistake(_when(lambda q, s, w, g: torch.equal(q, _int4_minmax(w, g)[0])),
+            "asymmetric (min-max) codes −8..7: those need a zero point to come back to w, "
+            "which this function does not return. Here the codes are symmetric, no offset: "
+            "s = max|group| / 7, q = clamp(round(w / s), −7, 7)"),
+    Mistake(_gives(lambda w, g: _int4(w, g, signed_max=True)),
+            "the scale comes from max(group), not max(|group|): a group whose largest weight "
+            "is negative gets too small a scale. Use .abs().amax(...)"),
+    Mistake(_gives(lambda w, g: _int4(w, g, rounding="floor")),
+            "the codes are rounded down (floor): −0.2 becomes −1, and every weight may move "
+            "by up to a whole step. Round to the nearest code, torch.round(w / s), which "
+            "keeps |w − s·q| ≤ s / 2"),
+    Mistake(_gives(lambda w, g: _int4(w, g, rounding="trunc")),
+            "the codes are truncated toward 0 (a cast without rounding): 2.9 becomes 2. "
+            "Round to the nearest code first: torch.round(w / s)"),
+    Mistake(_when(lambda q, s, w, g: s.dtype == torch.int8 and q.is_floating_point()),
+            "the pair is swapped: return (q, scale), the int8 codes first"),
+    Mistake(_when(lambda q, s, w, g: q.dtype == torch.uint8),
+            "q is uint8, which holds 0..255: the negative codes wrap around (−1 becomes 255). "
+            "Symmetric codes need a signed type: .to(torch.int8)"),
+    Mistake(_when(lambda q, s, w, g: q.is_floating_point()),
+            "q is still a float tensor: round, clamp, then .to(torch.int8); the point is a "
+            "small integer per weight instead of a float"),
+    Mistake(_when(lambda q, s, w, g: q.dtype != torch.int8),
+            "q should be torch.int8, the smallest integer type torch computes with (a file "
+            "format then packs two 4-bit codes per byte)"),
+    Mistake(_when(lambda q, s, w, g: q.dim() == 3),
+            "q still has the groups' shape (out, in // group_size, group_size): reshape it "
+            "back to (out, in)"),
+    Mistake(_when(lambda q, s, w, g: s.shape == w.shape),
+            "scale has one number per weight (each group's scale repeated): store one per "
+            "group, shape (out, in // group_size); repeat it only to dequantize"),
+    Mistake(_when(lambda q, s, w, g: s.shape == (w.shape[0], w.shape[1] // g, 1)),
+            "scale has shape (out, in // group_size, 1): drop the last dim (amax without "
+            "keepdim, or scale[..., 0])"),
+    Mistake(_when(lambda q, s, w, g: s.dim() == 1 and s.numel() == w.numel() // g),
+            "scale is flattened to (out · in // group_size,): keep it (out, in // "
+            "group_size), row r's groups in row r"),
+    Mistake(_when(lambda q, s, w, g: s.shape != (w.shape[0], w.shape[1] // g)),
+            "scale must be one number per group, shape (out, in // group_size): amax over "
+            f"the last dim of {_GROUPS}"),
+    Mistake(_when(lambda q, s, w, g: s.dtype != w.dtype),
+            "scale is not in w's dtype: keep it so (amax / 7 already is); a float32 scale for "
+            "float64 weights loses precision, and for bf16 weights doubles its bytes"),
+    Mistake(_when(_zero_group_scale_not_positive),
+            "an all-zero group got scale 0 (or NaN): max|group| / 7 = 0 there, and w / 0 = "
+            "0/0 = NaN, which no integer can hold. Give such a group a positive scale, 1 say: "
+            "torch.where(amax > 0, amax / 7, 1)"),
+    Mistake(_when(lambda q, s, w, g: bool((q.long().abs() > 7).any())),
+            "some codes are outside −7..7: clamp(round(w / s), −7, 7)"),
 ]
 
 
@@ -412,11 +377,11 @@ def check_int4_group_quantize(
         _int4_case(gen, 8, 64, 32, dtype=torch.bfloat16, outliers=2),
         _int4_case(gen, 4, 16, 4, dtype=torch.bfloat16, spread=True, zero_groups=((1, 3),)),
     ]
-    _check(fn, int4_group_quantize, cases, name="int4_group_quantize", atol=0.0, rtol=1e-6,
-           learner=_int4_judged(fn), mistakes=_INT4_MISTAKES,
-           hint=f"groups = {_GROUPS}; amax = groups.abs().amax(dim=2); scale = amax / 7 (1 on "
-                "an all-zero group); q = round(groups / scale[..., None]).clamp(-7, 7) as "
-                "int8, reshaped to (out, in); keep the scale in w's dtype")
+    check_cases(fn, int4_group_quantize, cases, name="int4_group_quantize",
+                tolerance=(0.0, 1e-6), learner=_int4_judged(fn), mistakes=_INT4_MISTAKES,
+                hint=f"groups = {_GROUPS}; amax = groups.abs().amax(dim=2); scale = amax / 7 "
+                     "(1 on an all-zero group); q = round(groups / scale[..., None]).clamp(-7, "
+                     "7) as int8, reshaped to (out, in); keep the scale in w's dtype")
 
 
 # ------------------------------------------------------------------------------ max context
@@ -437,37 +402,37 @@ def _ctx(*, factor: int = 2, heads: str = "kv", batch: bool = True, bits: bool =
     return wrong
 
 
-def _right_as_float(got: Any, case: Sequence[Any]) -> bool:
-    return isinstance(got, float) and got == max_context(*case)
+def _right_as_float(got: Any, expected: Any, case: Sequence[Any]) -> bool:
+    return isinstance(got, float) and got == expected
 
 
 _CTX_MISTAKES = [
-    _Mistake(_right_as_float,
-             "the right number, as a float: a context is a whole number of tokens, an int "
-             "(// instead of /, or int(...) of the floor)"),
-    _Mistake(_gives(_ctx(rounding="divide")),
-             "a float, budget / bytes per token: a context is a whole number of tokens, and "
-             "the fraction of a token does not fit. Round down: //"),
-    _Mistake(_gives_any(_ctx(rounding="ceil"), _ctx(rounding="round")),
-             "rounded up (ceil, or round() on a fraction of ½ or more): that many tokens of "
-             "cache take more than the budget (T · bytes per token > budget). The longest "
-             "context that fits is rounded down: //"),
-    _Mistake(_gives(_ctx(heads="q")),
-             "too short: the cache was counted with n_head. Under grouped-query attention only "
-             "n_kv_head heads of keys and values are cached, each shared by n_head / n_kv_head "
-             "query heads: that is what makes GQA's context longer"),
-    _Mistake(_gives(_ctx(factor=1)),
-             "twice too long: each token stores a key AND a value for every cached head and "
-             "layer, hence the 2"),
-    _Mistake(_gives(_ctx(batch=False)),
-             "batch times too long: each of the batch's sequences keeps its own cache, so one "
-             "more token of context costs batch times the bytes of one sequence's token"),
-    _Mistake(_gives(_ctx(bits=True)),
-             "8 times too short: bytes_per_value is already in bytes (4 for float32, 2 for "
-             "bf16), not bits"),
-    _Mistake(_gives(_ctx(returns_bytes=True)),
-             "that is the bytes of the cache at the answer's context: return the number of "
-             "tokens, T, itself"),
+    Mistake(_right_as_float,
+            "the right number, as a float: a context is a whole number of tokens, an int "
+            "(// instead of /, or int(...) of the floor)"),
+    Mistake(_gives(_ctx(rounding="divide")),
+            "a float, budget / bytes per token: a context is a whole number of tokens, and "
+            "the fraction of a token does not fit. Round down: //"),
+    Mistake(_gives(_ctx(rounding="ceil"), _ctx(rounding="round")),
+            "rounded up (ceil, or round() on a fraction of ½ or more): that many tokens of "
+            "cache take more than the budget (T · bytes per token > budget). The longest "
+            "context that fits is rounded down: //"),
+    Mistake(_gives(_ctx(heads="q")),
+            "too short: the cache was counted with n_head. Under grouped-query attention only "
+            "n_kv_head heads of keys and values are cached, each shared by n_head / n_kv_head "
+            "query heads: that is what makes GQA's context longer"),
+    Mistake(_gives(_ctx(factor=1)),
+            "twice too long: each token stores a key AND a value for every cached head and "
+            "layer, hence the 2"),
+    Mistake(_gives(_ctx(batch=False)),
+            "batch times too long: each of the batch's sequences keeps its own cache, so one "
+            "more token of context costs batch times the bytes of one sequence's token"),
+    Mistake(_gives(_ctx(bits=True)),
+            "8 times too short: bytes_per_value is already in bytes (4 for float32, 2 for "
+            "bf16), not bits"),
+    Mistake(_gives(_ctx(returns_bytes=True)),
+            "that is the bytes of the cache at the answer's context: return the number of "
+            "tokens, T, itself"),
 ]
 
 
@@ -497,10 +462,11 @@ def check_max_context(fn: Callable[[int, int, int, int, int, int, int], int]) ->
     cases += [(24, 16, 4, 64, 2, 1000 * per_token, 3), (24, 16, 4, 64, 2, 1000 * per_token - 1, 3),
               (24, 16, 4, 64, 2, per_token - 1, 3),
               (80, 64, 8, 128, 2, 20 * 10**9, 8), (32, 32, 32, 128, 2, 20 * 10**9, 8)]
-    _check(fn, max_context, cases, name="max_context", atol=0, rtol=0, mistakes=_CTX_MISTAKES,
-           hint="bytes per token = 2 (a key and a value) · n_layer · n_kv_head · head_dim · "
-                "batch · bytes_per_value; T = budget_bytes // that, an int; n_head does not "
-                "enter")
+    check_cases(fn, max_context, cases, name="max_context", tolerance=(0, 0),
+                mistakes=_CTX_MISTAKES,
+                hint="bytes per token = 2 (a key and a value) · n_layer · n_kv_head · "
+                     "head_dim · batch · bytes_per_value; T = budget_bytes // that, an int; "
+                     "n_head does not enter")
 
 
 # ------------------------------------------------------------------------------ FLOPs
@@ -523,39 +489,39 @@ def _flops(*, factor: int = 6, attention: int = 6, kv: str = "kv", mlp: int = 3,
 
 
 _FLOPS_MISTAKES = [
-    _Mistake(_gives(_flops(factor=2, attention=2)),
-             "that is one forward pass (2N per token): training adds the backward pass, two "
-             "products of the same size for each product of the forward (∂L/∂x and ∂L/∂W), so "
-             "6N per token, and 3 × the attention term"),
-    _Mistake(_gives(_flops(factor=2)),
-             "the weights count 2 FLOPs per token: that is the forward pass only; training "
-             "costs 6 per weight per token (forward 2, backward 4)"),
-    _Mistake(_gives(_flops(attention=0)),
-             "the attention term is missing: the scores q·k and the weighted sum of the values "
-             "multiply no weight, yet cost 4·t·d per layer for a token at position t: "
-             "6 · n_layer · context · d per token for training"),
-    _Mistake(_gives(_flops(attention=2)),
-             "the attention term is the forward pass's only (2·L·T·d): like the weights, it "
-             "costs three times that in training, 6 · n_layer · context · d per token"),
-    _Mistake(_gives(_flops(attention=12)),
-             "the attention term counts the whole context × context square: the convention "
-             "here is the causal average, a token at position t attends to t keys, t ≈ "
-             "context / 2, so 6 · n_layer · context · d per training token"),
-    _Mistake(_gives(_flops(kv="q")),
-             "W_k and W_v are counted d × d: under grouped-query attention they produce only "
-             "n_kv_head heads, d × (n_kv_head · d / n_head) each"),
-    _Mistake(_gives(_flops(attn_width="kv")),
-             "the attention term uses the key/value width: every one of the n_head query heads "
-             "still scores all keys, so the term is over d = n_head · head_dim"),
-    _Mistake(_gives(_flops(mlp=2)),
-             "the MLP has two matrices here: a SwiGLU MLP has three, gate and up (d × d_ff) and "
-             "down (d_ff × d)"),
-    _Mistake(_gives(_flops(output=2)),
-             "V·d is counted twice: the input embedding is a lookup (a copy, no arithmetic); "
-             "only the output layer multiplies, once"),
-    _Mistake(_gives(_flops(output=0)),
-             "the output layer is missing: the d × V matrix that turns the last state into "
-             "logits multiplies every token too (the embedding lookup is the one left out)"),
+    Mistake(_gives(_flops(factor=2, attention=2)),
+            "that is one forward pass (2N per token): training adds the backward pass, two "
+            "products of the same size for each product of the forward (∂L/∂x and ∂L/∂W), so "
+            "6N per token, and 3 × the attention term"),
+    Mistake(_gives(_flops(factor=2)),
+            "the weights count 2 FLOPs per token: that is the forward pass only; training "
+            "costs 6 per weight per token (forward 2, backward 4)"),
+    Mistake(_gives(_flops(attention=0)),
+            "the attention term is missing: the scores q·k and the weighted sum of the values "
+            "multiply no weight, yet cost 4·t·d per layer for a token at position t: "
+            "6 · n_layer · context · d per token for training"),
+    Mistake(_gives(_flops(attention=2)),
+            "the attention term is the forward pass's only (2·L·T·d): like the weights, it "
+            "costs three times that in training, 6 · n_layer · context · d per token"),
+    Mistake(_gives(_flops(attention=12)),
+            "the attention term counts the whole context × context square: the convention "
+            "here is the causal average, a token at position t attends to t keys, t ≈ "
+            "context / 2, so 6 · n_layer · context · d per training token"),
+    Mistake(_gives(_flops(kv="q")),
+            "W_k and W_v are counted d × d: under grouped-query attention they produce only "
+            "n_kv_head heads, d × (n_kv_head · d / n_head) each"),
+    Mistake(_gives(_flops(attn_width="kv")),
+            "the attention term uses the key/value width: every one of the n_head query heads "
+            "still scores all keys, so the term is over d = n_head · head_dim"),
+    Mistake(_gives(_flops(mlp=2)),
+            "the MLP has two matrices here: a SwiGLU MLP has three, gate and up (d × d_ff) and "
+            "down (d_ff × d)"),
+    Mistake(_gives(_flops(output=2)),
+            "V·d is counted twice: the input embedding is a lookup (a copy, no arithmetic); "
+            "only the output layer multiplies, once"),
+    Mistake(_gives(_flops(output=0)),
+            "the output layer is missing: the d × V matrix that turns the last state into "
+            "logits multiplies every token too (the embedding lookup is the one left out)"),
 ]
 
 
@@ -582,7 +548,7 @@ def check_training_flops(fn: Callable[..., float]) -> None:
                       rng.randint(10**6, 10**10)))
     cases += [(32, 4096, 32, 32, 11008, 32000, 4096, 2 * 10**12),
               (80, 8192, 64, 8, 28672, 32000, 4096, 2 * 10**12)]
-    _check(fn, training_flops, cases, name="training_flops", atol=0.0, rtol=1e-9,
-           mistakes=_FLOPS_MISTAKES,
-           hint="N = n_layer · (2d² + 2·d·n_kv_head·head_dim + 3·d·d_ff) + V·d, then "
-                "6 · N · tokens + 6 · n_layer · context · d · tokens")
+    check_cases(fn, training_flops, cases, name="training_flops", tolerance=(0.0, 1e-9),
+                mistakes=_FLOPS_MISTAKES,
+                hint="N = n_layer · (2d² + 2·d·n_kv_head·head_dim + 3·d·d_ff) + V·d, then "
+                     "6 · N · tokens + 6 · n_layer · context · d · tokens")

@@ -25,16 +25,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from llmcourse.checks import CheckFailed, compare, require_function
+from llmcourse.checks import Mistake, check_cases, clone_args, require_function
 
 __all__ = [
     "rms_norm", "swiglu_width", "rope_at", "gqa_attention",
@@ -138,18 +136,6 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 # ------------------------------------------------------------------------------ the machinery
 
 
-class _Mistake(NamedTuple):
-    """A usual mistake: whether the learner's answer ``got`` on ``case`` is this mistake's
-    (given the reference's ``expected``), and the hint that names it."""
-
-    fits: Callable[[Any, Any, Sequence[Any]], bool]
-    hint: str
-
-
-def _clone(case: Sequence[Any]) -> list[Any]:
-    return [a.clone() if isinstance(a, torch.Tensor) else a for a in case]
-
-
 def _close(a: Any, b: Any, tol: float = 1e-3) -> bool:
     """Same values, dtype aside (NaN equal to NaN); numbers exactly."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
@@ -161,53 +147,29 @@ def _close(a: Any, b: Any, tol: float = 1e-3) -> bool:
     return False
 
 
-def _gives(wrong: Callable[..., Any], hint: str) -> _Mistake:
+def _gives(wrong: Callable[..., Any], hint: str) -> Mistake:
     """A mistake recognised by its values: ``wrong(*case)`` has the learner's values and not
     the reference's (on a case where the mistake shows)."""
     def fits(got: Any, expected: Any, case: Sequence[Any]) -> bool:
-        with contextlib.suppress(Exception):
-            mistaken = wrong(*_clone(case))
-            return not _close(mistaken, expected) and _close(got, mistaken)
-        return False
-    return _Mistake(fits, hint)
+        mistaken = wrong(*clone_args(case))
+        return not _close(mistaken, expected) and _close(got, mistaken)
+    return Mistake(fits, hint)
 
 
-def _dtype(test: Callable[[torch.dtype, torch.dtype], bool], hint: str) -> _Mistake:
+def _dtype(test: Callable[[torch.dtype, torch.dtype], bool], hint: str) -> Mistake:
     """A mistake recognised by the result's dtype compared with the input's (the case's first
     tensor)."""
     def fits(got: Any, expected: Any, case: Sequence[Any]) -> bool:
         return isinstance(got, torch.Tensor) and test(got.dtype, case[0].dtype)
-    return _Mistake(fits, hint)
+    return Mistake(fits, hint)
 
 
-def _check(fn: Callable[..., Any], reference: Callable[..., Any],
-           cases: Sequence[Sequence[Any]], *, name: str, hint: str,
-           mistakes: Sequence[_Mistake],
-           tolerance: Callable[[Sequence[Any]], float]) -> None:
-    """:func:`~llmcourse.checks.compare` case by case at ``tolerance(case)`` (atol = rtol),
-    with the hint of the first usual mistake that gives the learner's answer, then one pass
-    line."""
-    for number, case in enumerate(cases, 1):
-        specific = None
-        with contextlib.suppress(Exception):
-            got = fn(*_clone(case))
-            expected = reference(*_clone(case))
-            specific = next((m.hint for m in mistakes if m.fits(got, expected, case)), None)
-        tol = tolerance(case)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
-                compare(fn, reference, [case], name=name, atol=tol, rtol=tol,
-                        hint=specific or hint)
-        except CheckFailed as err:
-            message = str(err).replace(": case 1 differs:", f": case {number} differs:", 1)
-            raise CheckFailed(message) from err.__cause__
-    print(f"✓ {name}: {len(cases)} case(s) match the reference")
-
-
-def _by_dtype(case: Sequence[Any]) -> float:
-    """float16/bfloat16 to a rounding or two (1e-2), float32 to 1e-5, float64 to 1e-9."""
+def _by_dtype(case: Sequence[Any]) -> tuple[float, float]:
+    """(atol, rtol) for a case, by its first tensor's dtype: float16/bfloat16 to a rounding or
+    two (1e-2), float32 to 1e-5, float64 to 1e-9."""
     dtype = case[0].dtype
-    return 1e-2 if dtype in _HALF else 1e-9 if dtype == torch.float64 else 1e-5
+    tol = 1e-2 if dtype in _HALF else 1e-9 if dtype == torch.float64 else 1e-5
+    return tol, tol
 
 
 # ------------------------------------------------------------------------------ RMSNorm
@@ -247,10 +209,10 @@ _RMS_MISTAKES = [
            "rows with a large feature came out as 0 (or inf/NaN): in float16, x² overflows "
            "to inf from |x| = 256 on (the largest float16 is 65504), and x / √inf = 0. Take "
            "the mean of squares in float32 (x.float()), then cast back to x.dtype"),
-    _Mistake(lambda got, exp, case: (case[0].dtype == torch.float64 and isinstance(got,
-             torch.Tensor) and got.dtype == torch.float64 and _close(got, exp, 1e-5)),
-             "right to about float32's precision only: for float64 input keep float64 "
-             "(upcast float16/bfloat16 to float32, never float64 down: x.float() casts down)"),
+    Mistake(lambda got, exp, case: (case[0].dtype == torch.float64 and isinstance(got,
+            torch.Tensor) and got.dtype == torch.float64 and _close(got, exp, 1e-5)),
+            "right to about float32's precision only: for float64 input keep float64 "
+            "(upcast float16/bfloat16 to float32, never float64 down: x.float() casts down)"),
     _gives(_rms(center=True),
            "the mean is subtracted: that is LayerNorm. RMSNorm does not centre: it divides x "
            "by √(mean(x²) + ε), the root of the mean of the squares"),
@@ -315,9 +277,11 @@ def check_rms_norm(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
         _rms_case(gen, (2, 3, 96), torch.bfloat16, 1e-5, massive=True),
         _rms_case(gen, (5, 48), torch.float16, 1e-6),
     ]
-    _check(fn, rms_norm, cases, name="rms_norm", mistakes=_RMS_MISTAKES, tolerance=_by_dtype,
-           hint="wide = x.float() for float16/bfloat16 (else x); y = wide * torch.rsqrt("
-                "wide.pow(2).mean(dim=-1, keepdim=True) + eps); return weight * y.to(x.dtype)")
+    check_cases(fn, rms_norm, cases, name="rms_norm", mistakes=_RMS_MISTAKES,
+                tolerance=_by_dtype,
+                hint="wide = x.float() for float16/bfloat16 (else x); y = wide * torch.rsqrt("
+                     "wide.pow(2).mean(dim=-1, keepdim=True) + eps); return weight * "
+                     "y.to(x.dtype)")
 
 
 # ------------------------------------------------------------------------------ SwiGLU width
@@ -347,8 +311,8 @@ def _width(two_thirds: float = 2 / 3, four: int = 4, first: str = "floor", mult:
 
 _ROUND_UP = "round up: multiple_of * ((h + multiple_of - 1) // multiple_of)"
 _WIDTH_MISTAKES = [
-    _Mistake(lambda got, exp, case: isinstance(got, float) and got == exp,
-             "the right width, as a float: a width is an int (int(...), and // instead of /)"),
+    Mistake(lambda got, exp, case: isinstance(got, float) and got == exp,
+            "the right width, as a float: a width is an int (int(...), and // instead of /)"),
     _gives(_width(two_thirds=1.0),
            "that is the width of the 4·d GELU MLP: a SwiGLU MLP has three matrices instead of "
            "two, so at equal parameters 3 · d · d_ff = 2 · d · 4d and d_ff = (2/3) · 4d"),
@@ -400,10 +364,10 @@ def check_swiglu_width(fn: Callable[[int, int, float], int]) -> None:
     cases += [(8 * rng.randint(16, 400), rng.choice([8, 32, 128]), 1.0)]
     cases += [(4096, 256, 1.0), (5120, 256, 1.0), (6656, 256, 1.0), (8192, 256, 1.0),
               (8192, 4096, 1.3), (4096, 1024, 1.3), (16384, 4096, 1.2)]
-    _check(fn, swiglu_width, cases, name="swiglu_width", mistakes=_WIDTH_MISTAKES,
-           tolerance=lambda case: 0.0,
-           hint="h = int(2 * 4 * d_model / 3); h = int(ffn_dim_multiplier * h); then "
-                + _ROUND_UP)
+    check_cases(fn, swiglu_width, cases, name="swiglu_width", mistakes=_WIDTH_MISTAKES,
+                tolerance=(0.0, 0.0),
+                hint="h = int(2 * 4 * d_model / 3); h = int(ffn_dim_multiplier * h); then "
+                     + _ROUND_UP)
 
 
 # ------------------------------------------------------------------------------ RoPE
@@ -490,11 +454,11 @@ def check_rope_at(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
     ]
     cases = [(torch.randn(*shape, generator=gen, dtype=dtype), torch.tensor(pos), base)
              for shape, pos, base, dtype in specs]
-    _check(fn, rope_at, cases, name="rope_at", mistakes=_ROPE_MISTAKES,
-           tolerance=lambda case: 1e-3,
-           hint="θ_i = base ** (−torch.arange(0, hd, 2) / hd); angle = positions[:, None] * θ "
-                "(T, hd/2), then cat([angle, angle], dim=-1); x1, x2 = x.chunk(2, dim=-1); "
-                "x * cos + cat([−x2, x1], dim=-1) * sin, cos and sin in x's dtype")
+    check_cases(fn, rope_at, cases, name="rope_at", mistakes=_ROPE_MISTAKES,
+                tolerance=(1e-3, 1e-3),
+                hint="θ_i = base ** (−torch.arange(0, hd, 2) / hd); angle = positions[:, None] "
+                     "* θ (T, hd/2), then cat([angle, angle], dim=-1); x1, x2 = x.chunk(2, "
+                     "dim=-1); x * cos + cat([−x2, x1], dim=-1) * sin, cos and sin in x's dtype")
 
 
 # ------------------------------------------------------------------------------ GQA
@@ -526,9 +490,9 @@ def _shape_hint(got: Any, expected: Any, case: Sequence[Any]) -> bool:
 
 
 _GQA_MISTAKES = [
-    _Mistake(_shape_hint,
-             "the result must be (B, H, T, hd), one output per query head: with the queries "
-             "viewed as (B, H_kv, g, T, hd), reshape the output back to (B, H, T, hd)"),
+    Mistake(_shape_hint,
+            "the result must be (B, H, T, hd), one output per query head: with the queries "
+            "viewed as (B, H_kv, g, T, hd), reshape the output back to (B, H, T, hd)"),
     _dtype(lambda got, x: got != x,
            "keep q's dtype: float32 in, float32 out; float64 in, float64 out"),
     _gives(_gqa(order="repeat"),
@@ -583,8 +547,8 @@ def check_gqa_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
               torch.randn(b, h_kv, t, hd, generator=gen, dtype=dtype),
               torch.randn(b, h_kv, t, hd, generator=gen, dtype=dtype))
              for b, h, h_kv, t, hd, dtype in specs]
-    _check(fn, gqa_attention, cases, name="gqa_attention", mistakes=_GQA_MISTAKES,
-           tolerance=_by_dtype,
-           hint="qg = q.reshape(B, H_kv, g, T, hd); scores = qg @ k.unsqueeze(2).transpose(-2, "
-                "-1) / √hd; −inf above the diagonal; softmax(dim=-1) @ v.unsqueeze(2); "
-                "reshape to (B, H, T, hd)")
+    check_cases(fn, gqa_attention, cases, name="gqa_attention", mistakes=_GQA_MISTAKES,
+                tolerance=_by_dtype,
+                hint="qg = q.reshape(B, H_kv, g, T, hd); scores = qg @ "
+                     "k.unsqueeze(2).transpose(-2, -1) / √hd; −inf above the diagonal; "
+                     "softmax(dim=-1) @ v.unsqueeze(2); reshape to (B, H, T, hd)")

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from checker_helpers import assert_check_fails as fails
+from checker_helpers import checker_contract_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -27,35 +28,11 @@ CHECKS = {
 }
 
 
-# ------------------------------------------------------------------------ solutions pass
+# ------------------------------------------------------------------------ the checkers' contract
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_solution_passes(name, capsys):
-    check, solution = CHECKS[name]
-    check(solution)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {name}:") and out.count("✓") == 1, out
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_not_implemented_says_so(name):
-    def todo(*args, **kwargs):
-        raise NotImplementedError("exercise")
-
-    fails(CHECKS[name][0], todo, f"✗ {name}", "not implemented yet")
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_passing_the_result_instead_of_the_function_is_a_type_error(name):
-    with pytest.raises(TypeError, match=rf"check_{name}\(my_{name}\)"):
-        CHECKS[name][0](torch.zeros(2))
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_checkers_leave_the_global_random_state_alone(name):
-    state = torch.random.get_rng_state()
-    CHECKS[name][0](CHECKS[name][1])
-    assert torch.equal(torch.random.get_rng_state(), state)
+(test_solution_passes, test_not_implemented_says_so,
+ test_passing_the_result_instead_of_the_function_is_a_type_error,
+ test_checkers_leave_the_global_random_state_alone) = checker_contract_tests(CHECKS)
 
 
 def test_a_learner_error_names_the_case_and_the_hint():

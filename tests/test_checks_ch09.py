@@ -10,11 +10,11 @@ of ``transformers``' ``LlamaForCausalLM`` with grouped-query attention.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from checker_helpers import assert_check_fails as fails
+from checker_helpers import assert_check_passes as passes
+from checker_helpers import checker_contract_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,40 +29,12 @@ CHECKS = {
 }
 
 
-# ------------------------------------------------------------------------ solutions pass
+# ------------------------------------------------------------------------ the checkers' contract
 
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_solution_passes(name, capsys):
-    check, solution = CHECKS[name]
-    check(solution)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {name}:") and out.count("✓") == 1, out
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_not_implemented_says_so(name):
-    def todo(*args):
-        raise NotImplementedError("exercise")
-
-    fails(CHECKS[name][0], todo, "not implemented yet")
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_passing_the_result_instead_of_the_function_is_a_type_error(name):
-    with pytest.raises(TypeError, match=rf"pass the function itself.*my_{name}"):
-        CHECKS[name][0](123)
-
-
-def test_checkers_leave_the_global_random_state_alone(capsys):
-    torch.manual_seed(0)
-    random.seed(0)
-    expected = torch.rand(1), random.random()
-    torch.manual_seed(0)
-    random.seed(0)
-    for check, solution in CHECKS.values():
-        check(solution)
-    assert torch.equal(torch.rand(1), expected[0]) and random.random() == expected[1]
+(test_solution_passes, test_not_implemented_says_so,
+ test_passing_the_result_instead_of_the_function_is_a_type_error,
+ test_checkers_leave_the_global_random_state_alone) = checker_contract_tests(CHECKS)
 
 
 # ------------------------------------------------------------------------ solutions vs oracles
@@ -392,12 +364,11 @@ def test_int4_float32_scale_for_bfloat16_weights_fails():
           "torch.bfloat16", "not in w's dtype")
 
 
-def _passes(fn, capsys):
-    ch09.check_int4_group_quantize(fn)
-    assert capsys.readouterr().out.startswith("✓ int4_group_quantize: 10 case(s)")
+def _passes(fn):
+    passes(ch09.check_int4_group_quantize, fn, "✓ int4_group_quantize: 10 case(s)")
 
 
-def test_int4_flattening_into_rows_of_one_group_passes(capsys):
+def test_int4_flattening_into_rows_of_one_group_passes():
     def flat(w, group_size):
         rows = w.reshape(-1, group_size)  # (out · G, g): row-major, so groups stay in order
         amax = rows.abs().amax(dim=1)  # (out · G,)
@@ -405,10 +376,10 @@ def test_int4_flattening_into_rows_of_one_group_passes(capsys):
         q = torch.round(rows / scale[:, None]).clamp(-7, 7).to(torch.int8)
         return q.reshape(w.shape), scale.reshape(w.shape[0], -1)
 
-    _passes(flat, capsys)
+    _passes(flat)
 
 
-def test_int4_a_loop_over_rows_and_groups_passes(capsys):
+def test_int4_a_loop_over_rows_and_groups_passes():
     def loops(w, group_size):
         out, inp = w.shape
         q = torch.zeros(out, inp, dtype=torch.int8)
@@ -422,10 +393,10 @@ def test_int4_a_loop_over_rows_and_groups_passes(capsys):
                 q[r, k * group_size:(k + 1) * group_size] = torch.round(part / s).clamp(-7, 7)
         return q, scale
 
-    _passes(loops, capsys)
+    _passes(loops)
 
 
-def test_int4_multiplying_by_the_inverse_in_float32_passes(capsys):
+def test_int4_multiplying_by_the_inverse_in_float32_passes():
     def inverse(w, group_size):  # bf16 weights quantized through float32, 1/s multiplied
         groups = _grouped(w.float(), group_size)  # (out, G, g) float32
         amax = groups.abs().amax(dim=2)
@@ -433,25 +404,25 @@ def test_int4_multiplying_by_the_inverse_in_float32_passes(capsys):
         q = (groups * (1 / scale.float())[..., None]).round().clamp(-7, 7).to(torch.int8)
         return q.reshape(w.shape), scale
 
-    _passes(inverse, capsys)
+    _passes(inverse)
 
 
-def test_int4_any_positive_scale_on_a_zero_group_passes(capsys):
+def test_int4_any_positive_scale_on_a_zero_group_passes():
     def clamped(w, group_size):  # the usual guard: a tiny scale instead of 0
         groups = _grouped(w, group_size)
         scale = groups.abs().amax(dim=2).clamp(min=1e-8) / 7
         return _codes(groups, scale).reshape(w.shape), scale
 
-    _passes(clamped, capsys)
+    _passes(clamped)
 
 
-def test_int4_a_learner_that_changes_w_in_place_is_still_judged_on_its_answer(capsys):
+def test_int4_a_learner_that_changes_w_in_place_is_still_judged_on_its_answer():
     def in_place(w, group_size):
         q, scale = ch09.int4_group_quantize(w, group_size)
         w.zero_()
         return q, scale
 
-    _passes(in_place, capsys)
+    _passes(in_place)
 
 
 def test_int4_ties_tolerance_does_not_hide_floor_in_bfloat16():
@@ -525,12 +496,11 @@ def test_context_mistakes_fail(wrong, fragments):
     fails(ch09.check_max_context, wrong, "✗ max_context: case", "hint", *fragments)
 
 
-def test_context_through_a_float_division_then_int_passes(capsys):
+def test_context_through_a_float_division_then_int_passes():
     def via_float(n_layer, n_head, n_kv, hd, nbytes, budget, b):
         return int(budget / _per_token(n_layer, n_kv, hd, nbytes, b))
 
-    ch09.check_max_context(via_float)
-    assert capsys.readouterr().out.startswith("✓ max_context: 11 case(s)")
+    passes(ch09.check_max_context, via_float, "✓ max_context: 11 case(s)")
 
 
 def test_context_zero_when_not_one_token_fits():
@@ -567,9 +537,9 @@ def test_flops_the_mistake_variants_are_independent_of_the_reference():
         3, 64, 4, 2, 160, 1000, 256, 10**6)
 
 
-def test_flops_an_int_answer_passes(capsys):
-    ch09.check_training_flops(lambda *a: int(ch09.training_flops(*a)))
-    assert capsys.readouterr().out.startswith("✓ training_flops")
+def test_flops_an_int_answer_passes():
+    passes(ch09.check_training_flops, lambda *a: int(ch09.training_flops(*a)),
+           "✓ training_flops: 8 case(s)")
 
 
 def test_flops_a_string_answer_fails():

@@ -11,12 +11,12 @@ and ``apply_rotary_pos_emb``; grouped-query attention against
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 from checker_helpers import assert_check_fails as fails
+from checker_helpers import assert_check_passes, checker_contract_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,40 +30,12 @@ CHECKS = {
 }
 
 
-# ------------------------------------------------------------------------ solutions pass
+# ------------------------------------------------------------------------ the checkers' contract
 
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_solution_passes(name, capsys):
-    check, solution = CHECKS[name]
-    check(solution)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {name}:") and out.count("✓") == 1, out
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_not_implemented_says_so(name):
-    def todo(*args):
-        raise NotImplementedError("exercise")
-
-    fails(CHECKS[name][0], todo, "not implemented yet")
-
-
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_passing_the_result_instead_of_the_function_is_a_type_error(name):
-    with pytest.raises(TypeError, match=rf"pass the function itself.*my_{name}"):
-        CHECKS[name][0](torch.ones(2))
-
-
-def test_checkers_leave_the_global_random_state_alone(capsys):
-    torch.manual_seed(0)
-    random.seed(0)
-    expected = torch.rand(1), random.random()
-    torch.manual_seed(0)
-    random.seed(0)
-    for check, solution in CHECKS.values():
-        check(solution)
-    assert torch.equal(torch.rand(1), expected[0]) and random.random() == expected[1]
+(test_solution_passes, test_not_implemented_says_so,
+ test_passing_the_result_instead_of_the_function_is_a_type_error,
+ test_checkers_leave_the_global_random_state_alone) = checker_contract_tests(CHECKS)
 
 
 def test_a_learner_that_raises_is_reported_with_its_case():
@@ -307,11 +279,6 @@ def test_rms_mistakes_fail(wrong, fragments):
     fails(ch10.check_rms_norm, wrong, "✗ rms_norm", "hint", *fragments)
 
 
-def _passes(check, fn, capsys, name):
-    check(fn)
-    assert capsys.readouterr().out.startswith(f"✓ {name}")
-
-
 @pytest.mark.parametrize("right", [
     lambda x, w, eps: F.rms_norm(x, (x.shape[-1],), w, eps),
     lambda x, w, eps: (_wide(x) / torch.sqrt(_wide(x).pow(2).mean(-1, keepdim=True) + eps)
@@ -319,17 +286,17 @@ def _passes(check, fn, capsys, name):
     lambda x, w, eps: w * (x.double() * torch.rsqrt(x.double().pow(2).mean(-1, keepdim=True)
                                                     + eps)).to(x.dtype),  # all in float64
 ])
-def test_rms_right_versions_pass(right, capsys):
-    _passes(ch10.check_rms_norm, right, capsys, "rms_norm")
+def test_rms_right_versions_pass(right):
+    assert_check_passes(ch10.check_rms_norm, right, "✓ rms_norm: ")
 
 
-def test_rms_a_learner_that_changes_x_in_place_is_still_judged_on_its_answer(capsys):
+def test_rms_a_learner_that_changes_x_in_place_is_still_judged_on_its_answer():
     def in_place(x, w, eps):
         y = ch10.rms_norm(x, w, eps)
         x.zero_()
         return y
 
-    _passes(ch10.check_rms_norm, in_place, capsys, "rms_norm")
+    assert_check_passes(ch10.check_rms_norm, in_place, "✓ rms_norm: ")
 
 
 # ------------------------------------------------------------------------ mistakes: width
@@ -363,13 +330,13 @@ def test_width_mistakes_fail(wrong, fragments):
     lambda d, m, x: _round_up(int(x * (8 * d // 3)), m),  # integer arithmetic throughout
     lambda d, m, x: math.ceil(int(x * int(2 * 4 * d / 3)) / m) * m,
 ])
-def test_width_right_versions_pass(right, capsys):
-    _passes(ch10.check_swiglu_width, right, capsys, "swiglu_width")
+def test_width_right_versions_pass(right):
+    assert_check_passes(ch10.check_swiglu_width, right, "✓ swiglu_width: ")
 
 
-def test_width_a_numpy_or_tensor_int_passes(capsys):
-    _passes(ch10.check_swiglu_width, lambda *a: torch.tensor(ch10.swiglu_width(*a)), capsys,
-            "swiglu_width")
+def test_width_a_numpy_or_tensor_int_passes():
+    assert_check_passes(ch10.check_swiglu_width, lambda *a: torch.tensor(ch10.swiglu_width(*a)),
+                        "✓ swiglu_width: ")
 
 
 # ------------------------------------------------------------------------ mistakes: RoPE
@@ -483,8 +450,8 @@ def rope_complex(x, pos, base=10000.0):  # (a + ib) · e^{iθp}, pairs (i, i + h
 
 
 @pytest.mark.parametrize("right", [rope_transformers, rope_library, rope_complex])
-def test_rope_right_versions_pass(right, capsys):
-    _passes(ch10.check_rope_at, right, capsys, "rope_at")
+def test_rope_right_versions_pass(right):
+    assert_check_passes(ch10.check_rope_at, right, "✓ rope_at: ")
 
 
 # ------------------------------------------------------------------------ mistakes: GQA
@@ -583,5 +550,5 @@ def gqa_transformers_repeat_kv(q, k, v):
     lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
     lambda q, k, v: _attend(q, _rep(k, q), _rep(v, q)),
 ])
-def test_gqa_right_versions_pass(right, capsys):
-    _passes(ch10.check_gqa_attention, right, capsys, "gqa_attention")
+def test_gqa_right_versions_pass(right):
+    assert_check_passes(ch10.check_gqa_attention, right, "✓ gqa_attention: ")

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from rounds import verdict  # benchmarks/rounds.py, beside this script
 
 from llmcourse.decoding.decoder import Decoder
 from llmcourse.decoding.generate import generate
@@ -172,18 +173,6 @@ def cache_speedup(model: GPT, context: int, new: int, rounds: int) -> list[float
             times[i] = best_time(runs[i], 1)
         ratios.append(times[1] / times[0])
     return ratios
-
-
-def verdict(ratios: list[float], goal: float) -> str:
-    """'met' only when every round reaches ``goal``, 'NOT met' when none does; rounds on both
-    sides leave it to noise, which is said instead of a verdict."""
-    lo, med, hi = min(ratios), statistics.median(ratios), max(ratios)
-    spread = f"median {med:.2f}x, rounds {lo:.2f}x-{hi:.2f}x, {len(ratios)} rounds"
-    if lo >= goal:
-        return f"met ({spread})"
-    if hi < goal:
-        return f"NOT met ({spread})"
-    return f"undecided: noise decides ({spread}; rerun on a quiet machine)"
 
 
 def llama_bytes_per_token(model: Llama, context: float) -> float:

@@ -387,7 +387,7 @@ def gpt2_part(args, bandwidth: float) -> list[tuple[str, str]]:
     return [
         (f"batch 1 >= {GOAL_VS_HF}x transformers", verdict(first["ratios"], GOAL_VS_HF)),
         (f"batch 1 >= {GOAL_BOUND:.0%} of the bandwidth bound",
-         verdict(first["of_bound"], GOAL_BOUND)),
+         verdict(first["of_bound"], GOAL_BOUND, unit="{:.0%}")),
         (f"cache speed-up >= {GOAL_CACHE}x", verdict(speedups, GOAL_CACHE)),
     ]
 

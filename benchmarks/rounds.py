@@ -23,13 +23,19 @@ import statistics
 __all__ = ["verdict"]
 
 
-def verdict(ratios: list[float], goal: float) -> str:
+def verdict(ratios: list[float], goal: float, unit: str = "{:.2f}x") -> str:
     """'met' only when every round's ratio reaches ``goal``, 'NOT met' when none does;
-    rounds on both sides leave it to noise, which is said instead of a verdict."""
+    rounds on both sides leave it to noise, which is said instead of a verdict. ``unit``
+    formats a round's value (say ``"{:.0%}"`` for a fraction of a bound).
+
+    Example:
+        >>> verdict([0.61, 0.58], 0.75, unit="{:.0%}")
+        'NOT met (median 60%, rounds 58%-61%, 2 rounds)'
+    """
     if not ratios:
         raise ValueError("no rounds measured: a verdict needs at least one round")
-    lo, med, hi = min(ratios), statistics.median(ratios), max(ratios)
-    spread = f"median {med:.2f}x, rounds {lo:.2f}x-{hi:.2f}x, {len(ratios)} rounds"
+    lo, med, hi = (unit.format(v) for v in (min(ratios), statistics.median(ratios), max(ratios)))
+    spread = f"median {med}, rounds {lo}-{hi}, {len(ratios)} rounds"
     if lo >= goal:
         return f"met ({spread})"
     if hi < goal:

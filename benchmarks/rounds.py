@@ -34,8 +34,9 @@ def verdict(ratios: list[float], goal: float, unit: str = "{:.2f}x") -> str:
     """
     if not ratios:
         raise ValueError("no rounds measured: a verdict needs at least one round")
-    lo, med, hi = (unit.format(v) for v in (min(ratios), statistics.median(ratios), max(ratios)))
-    spread = f"median {med}, rounds {lo}-{hi}, {len(ratios)} rounds"
+    lo, med, hi = min(ratios), statistics.median(ratios), max(ratios)
+    spread = (f"median {unit.format(med)}, rounds {unit.format(lo)}-{unit.format(hi)}, "
+              f"{len(ratios)} rounds")
     if lo >= goal:
         return f"met ({spread})"
     if hi < goal:

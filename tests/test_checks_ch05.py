@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from checker_helpers import assert_check_fails as fails
+from checker_helpers import checker_contract_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,25 +29,14 @@ CHECKS = {
 }
 
 
-# ------------------------------------------------------------------------ solutions pass
+# ------------------------------------------------------------------------ the checkers' contract
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_solution_passes(name, capsys):
-    check, solution = CHECKS[name]
-    check(solution)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {name}:"), out
+(test_solution_passes, test_not_implemented_says_so,
+ test_passing_the_result_instead_of_the_function_is_a_type_error,
+ test_checkers_leave_the_global_random_state_alone) = checker_contract_tests(CHECKS)
 
 
-@pytest.mark.parametrize("name", list(CHECKS))
-def test_not_implemented_says_so(name):
-    def todo(*args):
-        raise NotImplementedError("exercise")
-
-    fails(CHECKS[name][0], todo, "not implemented yet")
-
-
-def test_passing_the_result_instead_of_the_function_is_a_type_error():
+def test_passing_the_result_names_the_call_to_make():
     with pytest.raises(TypeError, match=r"pass the function itself.*my_cross_entropy"):
         ch05.check_cross_entropy(ch05.cross_entropy(torch.zeros(1, 2), torch.tensor([0])))
     with pytest.raises(TypeError, match=r"check_wsd_lr\(my_wsd_lr\)"):

@@ -253,8 +253,10 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     assert files.shown(course_checkpoint()) == "data/checkpoints/shakespeare"
     llama = save_checkpoint(root / "llama", Llama(LlamaConfig(
         vocab_size=20, block_size=8, n_layer=1, n_head=2, n_kv_head=1, n_embd=8)))
-    assert course_checkpoint() == root / "shakespeare"  # another model's folder is no candidate
-    assert (llama / "config.json").is_file()
+    seq2seq = save_checkpoint(root / "translation", Seq2Seq(Seq2SeqConfig(
+        src_vocab_size=20, tgt_vocab_size=20, n_head=2, n_embd=16, ffn_hidden=32)))
+    assert course_checkpoint() == root / "shakespeare"  # other models' folders: no candidates
+    assert (llama / "config.json").is_file() and (seq2seq / "config.json").is_file()
     shutil.copytree(folder, root / "another")
     with pytest.raises(ValueError, match="2 checkpoints"):
         course_checkpoint()
@@ -267,6 +269,8 @@ def test_course_checkpoint_discovery(checkpoint, tmp_path, monkeypatch):
     shutil.rmtree(root / "another")
     (root / "shakespeare" / "config.json").write_text("{")  # unreadable: still a candidate,
     assert course_checkpoint() == root / "shakespeare"    # so that loading it says why
+    (root / "shakespeare" / "config.json").write_text('{"model_typ": "gpt2"}')  # misspelt
+    assert course_checkpoint() == root / "shakespeare"
 
 
 def _interrupt_swap(folder):

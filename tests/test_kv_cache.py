@@ -116,3 +116,18 @@ def test_gpt_cache_batch_mismatch_is_refused():
     model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4))
     with pytest.raises(ValueError, match="cache holds 3 sequences but idx has 1"):
         model(torch.zeros(1, 2, dtype=torch.long), cache=model.new_cache(batch_size=3))
+
+
+@pytest.mark.parametrize("other", [
+    dict(n_layer=2, n_head=1, n_embd=4),  # one layer too many
+    dict(n_layer=1, n_head=2, n_embd=4),  # two heads of 2 features, not one of 4
+    dict(n_layer=1, n_head=1, n_embd=8),  # wider heads
+], ids=["layers", "heads", "head_dim"])
+def test_gpt_refuses_a_cache_made_for_another_model(other):
+    # Checked where the input enters, before any layer writes into the cache.
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=4))
+    cache = GPT(GPTConfig(vocab_size=10, block_size=8, **other)).new_cache(batch_size=1)
+    with pytest.raises(ValueError, match=r"cache holds \(n_layer, batch, heads, head_dim\) = "
+                                         r".*but this model and idx need \(1, 1, 1, 4\)"):
+        model(torch.zeros(1, 2, dtype=torch.long), cache=cache)
+    assert cache.length == 0

@@ -37,3 +37,26 @@ def test_every_experiment_writes_through_the_one_helper(module):
     # The experiments import it rather than writing JSON themselves (issue 7: one helper each).
     assert module.write_result is write_result
     assert module.command_line is command_line
+
+
+def test_the_command_names_the_module_also_when_run_with_python_m(monkeypatch):
+    # Run as `python -m llmcourse.training.distill`, the module's __name__ is "__main__":
+    # the recorded command must still be the one to type.
+    import importlib.machinery
+    import sys
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec("llmcourse.training.distill", None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert command_line("__main__", ["--out", "r.json"]) == \
+        "python -m llmcourse.training.distill --out r.json"
+
+
+def test_help_shows_the_command_to_type():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "llmcourse.training.scaling", "--help"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.startswith("usage: python -m llmcourse.training.scaling "), out[:200]

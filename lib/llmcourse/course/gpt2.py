@@ -79,8 +79,8 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
     environment variable, then the one GPT-2-format folder under ``data/checkpoints/`` (its
     ``config.json`` says ``"model_type": "gpt2"``). Folders of other models beside it (a
     Llama-style or encoder-decoder checkpoint of chapters 06 and 10) are not candidates; a
-    ``config.json`` that cannot be read counts as a candidate, so that loading it says what
-    is wrong with it.
+    ``config.json`` that cannot be read, or names no model_type, counts as a candidate, so
+    that loading it says what is wrong with it.
     """
     chosen = fallback if fallback is not None else os.environ.get(FALLBACK_ENV) or None
     if chosen is not None:
@@ -109,7 +109,8 @@ def course_checkpoint(fallback: str | os.PathLike | None = None) -> Path:
 
 def _model_type(folder: Path) -> str | None:
     """The ``model_type`` a checkpoint folder's config.json names; "" when the folder has no
-    config.json; None when the file cannot be read as a JSON object."""
+    config.json; None when the file cannot be read as a JSON object or names no model_type
+    (a candidate all the same: loading it then says what is wrong)."""
     config = folder / "config.json"
     if not config.is_file():
         return ""
@@ -117,7 +118,8 @@ def _model_type(folder: Path) -> str | None:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return str(data.get("model_type", "")) if isinstance(data, dict) else None
+    kind = data.get("model_type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind else None
 
 
 def _load_folder(folder: Path) -> tuple[GPT, Any]:

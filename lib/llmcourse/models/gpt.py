@@ -257,7 +257,7 @@ class GPT(nn.Module):
         idx, targets, positions, mask = check_model_inputs(
             idx, targets, vocab_size=c.vocab_size, block_size=c.block_size,
             attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-            last_only=last_only,
+            last_only=last_only, cache_layout=(c.n_layer, c.n_head, c.n_embd // c.n_head),
         )  # (B, T), (B, T) or None, (B|1, T), (B, 1, T, S) or None
 
         x = self.transformer.wte(idx) + self.transformer.wpe(positions)  # (B, T, C)

@@ -111,7 +111,8 @@ def check_cache(cache: KVCache, batch_size: int,
                 layout: tuple[int, int, int] | None = None) -> None:
     """Require a cache for ``batch_size`` sequences and, when ``layout`` = (n_layer, n_kv_head,
     head_dim) is given, of that many layers, key/value heads and features per head (a
-    grouped-query model's cache has fewer heads than queries: a GPT's would not fit).
+    grouped-query model's cache has fewer heads than queries: a GPT's would not fit, nor would
+    a cache made for another model). Both language models pass their layout.
 
     Example:
         >>> check_cache(KVCache(2, 1, 4, 16, 8), 1, layout=(2, 2, 8))
@@ -119,9 +120,9 @@ def check_cache(cache: KVCache, batch_size: int,
         ...
         ValueError: cache holds (n_layer, batch, heads, head_dim) = (2, 1, 4, 8), but this model ...
     """
+    if cache.batch_size != batch_size:
+        raise ValueError(f"cache holds {cache.batch_size} sequences but idx has {batch_size}")
     if layout is None:
-        if cache.batch_size != batch_size:
-            raise ValueError(f"cache holds {cache.batch_size} sequences but idx has {batch_size}")
         return
     n_layer, n_kv_head, head_dim = layout
     want = (n_layer, batch_size, n_kv_head, head_dim)

@@ -20,18 +20,34 @@ from typing import Any
 
 from llmcourse.core.files import shown, write_text_atomic
 
-__all__ = ["command_line", "write_result"]
+__all__ = ["command_line", "module_name", "write_result"]
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """The command as recorded in a result: ``python -m MODULE`` and its arguments (``argv``,
-    or the process's own when None).
+    or the process's own when None). Pass the module's ``__name__``: :func:`module_name` turns
+    ``"__main__"`` back into the name it was run by.
 
     Example:
         >>> command_line("llmcourse.training.scaling", ["--out", "data/results/scaling.json"])
         'python -m llmcourse.training.scaling --out data/results/scaling.json'
     """
-    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return f"python -m {module_name(module)} " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+
+def module_name(name: str) -> str:
+    """A module's importable name, also when it runs as ``python -m`` (where its ``__name__``
+    is ``"__main__"``: the name it was started by is then the main module's spec name).
+
+    Example:
+        >>> module_name("llmcourse.training.scaling")
+        'llmcourse.training.scaling'
+    """
+    if name == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is not None and spec.name:
+            return spec.name.removesuffix(".__main__")
+    return name
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> Path:

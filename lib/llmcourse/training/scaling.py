@@ -69,7 +69,7 @@ from llmcourse.text.load import load_tokenizer
 from llmcourse.training.cli import PRESETS
 from llmcourse.training.config import TrainConfig
 from llmcourse.training.loop import evaluate_stream, train
-from llmcourse.training.results import command_line, write_result
+from llmcourse.training.results import command_line, module_name, write_result
 
 __all__ = ["SIZES", "DEFAULT_TOKENS", "BATCH_SIZE", "BLOCK_SIZE", "EVALS", "model_config",
            "shape_of", "flops_per_token", "train_setup", "course_streams", "compute_frontier",
@@ -205,7 +205,7 @@ def measurement_parser(module: str, doc: str) -> argparse.ArgumentParser:
         >>> args.tokenizer, args.threads, args.out
         ('data/checkpoints/shakespeare-gpt', None, 'r.json')
     """
-    parser = argparse.ArgumentParser(prog=f"python -m {module}",
+    parser = argparse.ArgumentParser(prog=f"python -m {module_name(module)}",
                                      description=doc.split("\n\n")[0])
     parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
                         help="the folder holding the tokenizer (default: the course's)")

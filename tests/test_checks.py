@@ -226,8 +226,19 @@ def test_check_cases_compares_the_adapted_learner_and_diagnoses_the_learner():
 
     as_list = lambda x: (x * x).tolist()  # noqa: E731
     check_cases(as_list, _square, _CASES, name="square", hint="",
-                learner=lambda x: torch.tensor(as_list(x)), mistakes=[Mistake(fits, "")])
-    assert seen == [[0.0, 4.0], [9.0, 1.0]]  # the learner's own answers, one per case
+                judged=lambda x: torch.tensor(as_list(x)), mistakes=[Mistake(fits, "")])
+    assert seen == []  # every case passed: nothing to diagnose
+
+    off_on_3 = lambda x: (x * x + (x[0] == 3)).tolist()  # noqa: E731  wrong on case 2 only
+    with pytest.raises(CheckFailed, match="case 2 differs"):
+        check_cases(off_on_3, _square, _CASES, name="square", hint="",
+                    judged=lambda x: torch.tensor(off_on_3(x)), mistakes=[Mistake(fits, "")])
+    assert seen == [[10.0, 2.0]]  # the learner's own answer (a list), on the failing case
+
+
+def test_check_cases_needs_a_case():
+    with pytest.raises(ValueError, match="given no cases"):
+        check_cases(_square, _square, [], name="square", hint="")
 
 
 def test_check_cases_in_place_learner_cannot_change_what_the_others_see():

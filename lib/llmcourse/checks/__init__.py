@@ -270,6 +270,15 @@ def _diagnose(fn: Callable[..., Any], reference: Callable[..., Any], case: Seque
     return None
 
 
+def _quietly_compare(learner: Callable[..., Any], reference: Callable[..., Any],
+                     case: Sequence[Any], name: str, atol: float, rtol: float,
+                     hint: str) -> None:
+    """:func:`compare` on one case without its pass line (:func:`check_cases` prints one for
+    all cases)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        compare(learner, reference, [case], name=name, atol=atol, rtol=rtol, hint=hint)
+
+
 def check_cases(
     fn: Callable[..., Any],
     reference: Callable[..., Any],
@@ -279,7 +288,7 @@ def check_cases(
     hint: str,
     mistakes: Sequence[Mistake] = (),
     tolerance: tuple[float, float] | Callable[[Sequence[Any]], tuple[float, float]] = (1e-5, 1e-5),
-    learner: Callable[..., Any] | None = None,
+    judged: Callable[..., Any] | None = None,
     against: str = "the reference",
 ) -> None:
     """:func:`compare` case by case, with the hint of the learner's mistake when a usual one fits.
@@ -297,13 +306,14 @@ def check_cases(
         mistakes: the usual wrong answers, tried in order.
         tolerance: ``(atol, rtol)`` for floating-point tensors, or a function giving them for
             a case (say, tighter for float64 cases).
-        learner: what is compared with the reference, when ``fn``'s answer needs adapting
-            first (default ``fn``).
+        judged: what is compared with the reference, when ``fn``'s answer needs adapting
+            first (default ``fn``); the mistakes are still recognised on ``fn``'s answers.
         against: what the pass line says the cases match.
 
     Raises:
         CheckFailed: on the first case whose results differ ("case N differs"), or when the
             learner raises.
+        ValueError: when ``cases`` is empty (nothing would have been checked).
 
     Example:
         >>> square = lambda x: x * x
@@ -320,15 +330,22 @@ def check_cases(
         llmcourse.checks.CheckFailed: ✗ square: case 2 differs: values differ ...
           hint: that is x + x: square is x times x
     """
-    compared = fn if learner is None else learner
+    if not cases:
+        raise ValueError(f"check_cases({name!r}) was given no cases; expected at least one")
+    compared = fn if judged is None else judged
     for number, case in enumerate(cases, 1):
-        specific = _diagnose(fn, reference, case, mistakes)
         atol, rtol = tolerance(case) if callable(tolerance) else tolerance
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # one pass line, below
-                compare(compared, reference, [case], name=name, atol=atol, rtol=rtol,
-                        hint=specific or hint)
-        except CheckFailed as err:
+            _quietly_compare(compared, reference, case, name, atol, rtol, hint)
+        except CheckFailed as general:
+            # Only a failing case is diagnosed: the usual mistakes cost a run each.
+            err = general
+            specific = _diagnose(fn, reference, case, mistakes)
+            if specific is not None:
+                try:
+                    _quietly_compare(compared, reference, case, name, atol, rtol, specific)
+                except CheckFailed as named:
+                    err = named
             message = str(err).replace(": case 1 differs:", f": case {number} differs:", 1)
             raise CheckFailed(message) from err.__cause__
     print(f"✓ {name}: {len(cases)} case(s) match {against}")

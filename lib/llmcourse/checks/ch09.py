@@ -378,7 +378,7 @@ def check_int4_group_quantize(
         _int4_case(gen, 4, 16, 4, dtype=torch.bfloat16, spread=True, zero_groups=((1, 3),)),
     ]
     check_cases(fn, int4_group_quantize, cases, name="int4_group_quantize",
-                tolerance=(0.0, 1e-6), learner=_int4_judged(fn), mistakes=_INT4_MISTAKES,
+                tolerance=(0.0, 1e-6), judged=_int4_judged(fn), mistakes=_INT4_MISTAKES,
                 hint=f"groups = {_GROUPS}; amax = groups.abs().amax(dim=2); scale = amax / 7 "
                      "(1 on an all-zero group); q = round(groups / scale[..., None]).clamp(-7, "
                      "7) as int8, reshaped to (out, in); keep the scale in w's dtype")

@@ -123,7 +123,7 @@ def compare(name: str, model: GPT, hf, batch: int, new: int, prompt: int, rounds
     back with min_new_tokens so that every run does the same work: one run of each per round,
     the order alternating from round to round. At batch 1 each round also measures the read
     bandwidth, so that the fraction of the bound (bandwidth / ``per_token`` bytes) compares a
-    run with the machine as it was during that run."""
+    run with the machine as it was just after it."""
     g = torch.Generator().manual_seed(batch)
     ids = torch.randint(0, model.config.vocab_size - 1, (batch, prompt), generator=g)
     eos = hf.generation_config.eos_token_id
@@ -141,18 +141,18 @@ def compare(name: str, model: GPT, hf, batch: int, new: int, prompt: int, rounds
 
     for fn in (ours, theirs):  # warm up: first-call allocations
         fn(4)
-    t_ours, t_hf, of_bound = [], [], []
+    t_ours, t_hf, bounds, of_bound = [], [], [], []
     for r in range(rounds):  # interleaved, so that a slow spell hits both
         for fn, times in ((ours, t_ours), (theirs, t_hf))[:: 1 if r % 2 == 0 else -1]:
             times.append(best_time(fn, 1))
-        if batch == 1:
-            bound = read_bandwidth(repeats=3) * 1e9 / per_token
-            of_bound.append(new / t_ours[-1] / bound)
+        if batch == 1:  # the bandwidth right after this round's runs
+            bounds.append(read_bandwidth(repeats=3) * 1e9 / per_token)
+            of_bound.append(new / t_ours[-1] / bounds[-1])
     same = torch.equal(ours_out[0], theirs_out[0])
     return dict(model=name, batch=batch, ours=batch * new / statistics.median(t_ours),
                 hf=batch * new / statistics.median(t_hf),
                 ratios=[h / o for o, h in zip(t_ours, t_hf, strict=True)],
-                of_bound=of_bound, same=same)
+                bounds=bounds, of_bound=of_bound, same=same)
 
 
 def cache_speedup(model: GPT, context: int, new: int, rounds: int) -> list[float]:
@@ -334,7 +334,7 @@ def course_model() -> tuple[str, GPT] | None:
     return f"course checkpoint ({Path(folder).name})", model
 
 
-def gpt2_part(args, bandwidth: float) -> list[tuple[str, str]]:
+def gpt2_part(args) -> list[tuple[str, str]]:
     """Prints the GPT-2 tables; returns their goals as (what, verdict)."""
     new, rounds = (32, 2) if args.quick else (args.new_tokens, args.rounds)
     prompt = 16
@@ -368,10 +368,13 @@ def gpt2_part(args, bandwidth: float) -> list[tuple[str, str]]:
     print(head)
     print("-" * len(head))
     for r in rows:
-        bound = bandwidth * 1e9 / per_token[r["model"]]
-        of_bound = f"{statistics.median(r['of_bound']):8.0%}" if r["of_bound"] else " " * 8
+        if r["batch"] == 1:  # medians of the rounds' bounds and of the rounds' fractions
+            bound = f"{statistics.median(r['bounds']):10.1f}"
+            of_bound = f"{statistics.median(r['of_bound']):8.0%}"
+        else:
+            bound, of_bound = " " * 10, " " * 8
         print(f"{r['model']:34s} {r['batch']:5d} {r['new']:4d} {r['ours']:10.1f} {r['hf']:13.1f} "
-              f"{statistics.median(r['ratios']):5.2f}x {bound:10.1f} {of_bound:>9s}  "
+              f"{statistics.median(r['ratios']):5.2f}x {bound} {of_bound:>9s}  "
               f"{'yes' if r['same'] else 'NO'}")
 
     context, steps = 512, (8 if args.quick else 16)
@@ -417,7 +420,7 @@ def main() -> None:
     bandwidth = read_bandwidth()
     print(f"memory read bandwidth: {bandwidth:.1f} GB/s (sum of a 512 MiB float32 buffer, "
           f"best of 5)")
-    gpt_goals = [] if args.llama_only else gpt2_part(args, bandwidth)
+    gpt_goals = [] if args.llama_only else gpt2_part(args)
     llama_goals = llama_part(args, bandwidth)
     print()
     for title, goals in (("GPT-2 124M shape", gpt_goals), ("Llama-style 134M", llama_goals)):

@@ -19,11 +19,12 @@ Example:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 __all__ = ["verdict"]
 
 
-def verdict(ratios: list[float], goal: float, unit: str = "{:.2f}x") -> str:
+def verdict(ratios: Sequence[float], goal: float, unit: str = "{:.2f}x") -> str:
     """'met' only when every round's ratio reaches ``goal``, 'NOT met' when none does;
     rounds on both sides leave it to noise, which is said instead of a verdict. ``unit``
     formats a round's value (say ``"{:.0%}"`` for a fraction of a bound).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from rounds import verdict  # noqa: E402
+# Loaded by its path: benchmarks/ is a folder of scripts, not a package on sys.path.
+_SPEC = importlib.util.spec_from_file_location(
+    "benchmarks_rounds", Path(__file__).resolve().parents[1] / "benchmarks" / "rounds.py")
+_ROUNDS = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_ROUNDS)
+verdict = _ROUNDS.verdict
 
 
 @pytest.mark.parametrize(("ratios", "word"), [

@@ -9,6 +9,7 @@ import torch
 from model_helpers import hf_positions, random_ids
 
 from llmcourse.models.gpt import GPT, GPTConfig, parameter_count
+from llmcourse.models.llama import Llama, LlamaConfig
 
 pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
@@ -365,3 +366,26 @@ def test_config_round_trips_through_hf_config():
 
 
 # ------------------------------------------------------------------------------ docstrings
+
+
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
+def test_gpt2_initialisation_scales_the_residual_projections(kind):
+    # GPT-2 (Radford et al. 2019, §2.3): every matrix N(0, 0.02²), biases zero, and the
+    # projections writing into the residual stream N(0, (0.02/√(2L))²); L = 8 gives 0.005.
+    torch.manual_seed(0)
+    if kind == "gpt":
+        model = GPT(GPTConfig(vocab_size=512, block_size=64, n_layer=8, n_head=4, n_embd=128))
+        residual = ("attn.c_proj.weight", "mlp.c_proj.weight")
+    else:
+        model = Llama(LlamaConfig(vocab_size=512, block_size=64, n_layer=8, n_head=4,
+                                  n_kv_head=2, n_embd=128, d_ff=384))
+        residual = ("o_proj.weight", "down_proj.weight")
+    matrices = {n: p for n, p in model.named_parameters() if p.dim() == 2}
+    scaled = [p for n, p in matrices.items() if n.endswith(residual)]
+    plain = [p for n, p in matrices.items() if not n.endswith(residual)]
+    assert len(scaled) == 2 * 8 and plain
+    std = lambda ps: torch.cat([p.detach().flatten() for p in ps]).std().item()  # noqa: E731
+    assert std(scaled) == pytest.approx(0.005, rel=0.03)
+    assert std(plain) == pytest.approx(0.02, rel=0.03)
+    biases = [p for n, p in model.named_parameters() if n.endswith(".bias") and "ln" not in n]
+    assert all(torch.count_nonzero(b) == 0 for b in biases)

@@ -117,8 +117,8 @@ def hf_copy(model: GPT):
     return hf
 
 
-def compare(name: str, model: GPT, hf, batch: int, new: int, prompt: int, rounds: int,
-            per_token: float) -> dict:
+def compare(name: str, model: GPT | Llama, hf, batch: int, new: int, prompt: int,
+            rounds: int, per_token: float) -> dict:
     """tokens/s of both generate functions, greedy, ``new`` tokens per sequence, EOS held
     back with min_new_tokens so that every run does the same work: one run of each per round,
     the order alternating from round to round. At batch 1 each round also measures the read
@@ -196,36 +196,6 @@ def llama_hf_copy(model: Llama):
     return hf
 
 
-def llama_vs_hf(model: Llama, hf, new: int, prompt: int, rounds: int) -> dict:
-    """Batch-1 greedy generation of ``new`` tokens after a ``prompt``-token prompt by both
-    generate functions, EOS held back: one run of each per round, the order alternating from
-    round to round so that neither always runs second; tokens/s as medians over the rounds
-    and the ratio as the median of the per-round ratios (both runs of a round share its
-    machine load)."""
-    ids = torch.randint(0, model.config.vocab_size - 1, (1, prompt),
-                        generator=torch.Generator().manual_seed(1))
-    eos = hf.generation_config.eos_token_id
-    out = {}
-
-    def ours(new=new):
-        out["ours"] = generate(model, ids, max_new_tokens=new, min_new_tokens=new,
-                               eos_token_id=eos)
-
-    def theirs(new=new):
-        with torch.no_grad():
-            out["hf"] = hf.generate(ids, attention_mask=torch.ones_like(ids),
-                                    max_new_tokens=new, min_new_tokens=new, do_sample=False)
-
-    for fn in (ours, theirs):  # warm up: first-call allocations
-        fn(4)
-    t_ours, t_hf = [], []
-    for r in range(rounds):
-        for fn, times in ((ours, t_ours), (theirs, t_hf))[:: 1 if r % 2 == 0 else -1]:
-            times.append(best_time(fn, 1))
-    return dict(ours=new / statistics.median(t_ours), hf=new / statistics.median(t_hf),
-                ratios=[h / o for o, h in zip(t_ours, t_hf, strict=True)],
-                same=torch.equal(out["ours"], out["hf"]))
-
 
 def cache_bytes_per_token(model: Llama) -> int:
     """Bytes of the course's KV cache per cached token of one sequence, read off the cache
@@ -267,7 +237,7 @@ def decode_after_prompt(models: dict[str, Llama], context: int, new: int, rounds
     return times
 
 
-def llama_part(args, bandwidth: float) -> list[tuple[str, str]]:
+def llama_part(args) -> list[tuple[str, str]]:
     """Prints the Llama-style model's measurements; returns its goals as (what, verdict)."""
     quick = args.quick
     new = 32 if quick else args.new_tokens
@@ -286,16 +256,17 @@ def llama_part(args, bandwidth: float) -> list[tuple[str, str]]:
 
     gqa = models["GQA"]
     hf = llama_hf_copy(gqa)
-    r = llama_vs_hf(gqa, hf, new, prompt, rounds)
+    read = llama_bytes_per_token(gqa, prompt + new / 2)
+    r = compare("GQA", gqa, hf, 1, new, prompt, rounds, read)
     del hf
-    bound = bandwidth * 1e9 / llama_bytes_per_token(gqa, prompt + new / 2)
     print(f"\n(a) GQA model, batch 1, greedy, prompt {prompt} tokens, {new} new tokens, "
           f"{rounds} interleaved rounds (medians): llmcourse {r['ours']:.1f} tokens/s, "
           f"transformers {r['hf']:.1f} tokens/s; ratio per round "
           + ", ".join(f"{x:.2f}x" for x in r["ratios"])
-          + f" (median {statistics.median(r['ratios']):.2f}x); bandwidth bound {bound:.1f} "
-          f"tokens/s ({llama_bytes_per_token(gqa, prompt + new / 2) / 1e6:.1f} MB read per "
-          f"token): llmcourse at {r['ours'] / bound:.0%} of it; same tokens: "
+          + f" (median {statistics.median(r['ratios']):.2f}x); bandwidth bound "
+          f"{statistics.median(r['bounds']):.1f} tokens/s ({read / 1e6:.1f} MB read per "
+          f"token): llmcourse at {statistics.median(r['of_bound']):.0%} of it (per round "
+          + ", ".join(f"{x:.0%}" for x in r["of_bound"]) + "); same tokens: "
           f"{'yes' if r['same'] else 'NO'}")
 
     per_token = {name: cache_bytes_per_token(m) for name, m in models.items()}
@@ -421,7 +392,7 @@ def main() -> None:
     print(f"memory read bandwidth: {bandwidth:.1f} GB/s (sum of a 512 MiB float32 buffer, "
           f"best of 5)")
     gpt_goals = [] if args.llama_only else gpt2_part(args)
-    llama_goals = llama_part(args, bandwidth)
+    llama_goals = llama_part(args)
     print()
     for title, goals in (("GPT-2 124M shape", gpt_goals), ("Llama-style 134M", llama_goals)):
         if goals:
